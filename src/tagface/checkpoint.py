@@ -1,0 +1,123 @@
+"""Checkpoints as safetensors, written atomically, with no pickle anywhere.
+
+A training state is a nested structure of dicts, lists, tensors and plain values (model and optimizer
+state dicts, RNG states, counters). `flatten` splits it into a flat {key: tensor} map for safetensors and a
+JSON skeleton for everything else; `unflatten` puts it back together.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .errors import TagfaceError
+
+SKELETON_KEY = "tagface.state"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call write(tmp_path) then rename over path: readers see the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    tensors = {k: v.detach().contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def flatten(obj: Any, tensors: dict[str, torch.Tensor], prefix: str = "") -> Any:
+    """Replace every tensor in obj by {'__tensor__': key}, collecting the tensors."""
+    if isinstance(obj, torch.Tensor):
+        tensors[prefix] = obj
+        return {"__tensor__": prefix}
+    if isinstance(obj, dict):
+        return {"__dict__": [[flatten(k, tensors, f"{prefix}.k{i}"), flatten(v, tensors, f"{prefix}.{i}")]
+                             for i, (k, v) in enumerate(obj.items())]}
+    if isinstance(obj, (list, tuple)):
+        out = [flatten(v, tensors, f"{prefix}.{i}") for i, v in enumerate(obj)]
+        return {"__tuple__": out} if isinstance(obj, tuple) else out
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} in a checkpoint")
+
+
+def unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__dict__" in obj:
+            return {unflatten(k, tensors): unflatten(v, tensors) for k, v in obj["__dict__"]}
+        if "__tuple__" in obj:
+            return tuple(unflatten(v, tensors) for v in obj["__tuple__"])
+    if isinstance(obj, list):
+        return [unflatten(v, tensors) for v in obj]
+    return obj
+
+
+def save_state(state: dict, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Save a nested training state atomically as one safetensors file."""
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = flatten(state, tensors, "s")
+    meta = dict(metadata or {})
+    meta[SKELETON_KEY] = json.dumps(skeleton)
+    # safetensors refuses tensors that share memory; clone the rare aliases (e.g. tied buffers).
+    seen: set[tuple[int, int]] = set()
+    for k, t in tensors.items():
+        ident = (t.untyped_storage().data_ptr(), t.storage_offset()) if t.numel() else (id(t), 0)
+        if ident in seen:
+            tensors[k] = t.clone()
+        seen.add(ident)
+    atomic_save_tensors(tensors, path, meta)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except FileNotFoundError:
+        raise TagfaceError(f"checkpoint {path} does not exist") from None
+    except Exception as err:  # safetensors raises its own error types for corrupt headers
+        raise TagfaceError(f"{path} is not a readable safetensors checkpoint ({err})") from None
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return {k: fh.get_tensor(k) for k in fh.keys()}
+    except FileNotFoundError:
+        raise TagfaceError(f"checkpoint {path} does not exist") from None
+    except Exception as err:
+        raise TagfaceError(f"{path} is not a readable safetensors checkpoint ({err})") from None
+
+
+def load_state(path: str | Path) -> tuple[dict, dict[str, str]]:
+    """Inverse of save_state: (state, metadata)."""
+    meta = read_metadata(path)
+    if SKELETON_KEY not in meta:
+        raise TagfaceError(f"{path} is a weights file, not a training checkpoint (no {SKELETON_KEY} metadata)")
+    return unflatten(json.loads(meta[SKELETON_KEY]), load_tensors(path)), meta

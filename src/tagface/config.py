@@ -1,0 +1,166 @@
+"""Recipes: typed configs read from YAML, and the registry of seed recipes shipped in configs/.
+
+A recipe names its parts (generator, discriminator, conditioning, adversarial loss, penalty) by registry
+key; this module only checks and stores the choices, models.py and losses.py own the registries.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import TagfaceError
+
+
+@dataclass
+class ModelConfig:
+    generator: str = "dcgan"          # registry key in models.GENERATORS
+    discriminator: str = "dcgan"      # registry key in models.DISCRIMINATORS
+    z_dim: int = 100
+    embed_dim: int = 64               # learned projection of the one-hot tags fed to G (0: raw one-hot)
+    g_channels: int = 64              # width of G's first (DCGAN) or every (SRResNet) layer
+    d_channels: int = 64
+    g_blocks: int = 16                # SRResNet residual blocks
+    d_blocks: int = 2                 # residual blocks per ResNet-D stage
+    spectral_norm: bool = False       # on every D layer
+    d_norm: str = "auto"              # batch | layer | none | auto (batch for DCGAN-D, none for ResNet-D or with spectral norm)
+
+
+@dataclass
+class LossConfig:
+    conditioning: str = "auxiliary"   # matching | auxiliary | critic: how D learns the tags
+    adversarial: str = "nonsaturating"  # nonsaturating | hinge | wasserstein
+    classification: str = "softmax"   # softmax (cross-entropy per attribute) | multilabel (BCE over 23 tags)
+    cls_weight: float = 1.0
+    fake_cls: bool = True             # D also classifies fakes (false: make.girls.moe's choice)
+    penalty: str = "none"             # none | wgan-gp | dragan | r1
+    penalty_weight: float = 10.0
+    penalty_on_labels: bool = False   # report 003: the gradient penalty also takes d/d(label input)
+    drift: float = 0.0                # WGAN critic drift term, keeps real scores near 0
+
+
+@dataclass
+class TrainConfig:
+    resolution: int = 64
+    batch_size: int = 64
+    steps: int = 10000
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    g_steps: int = 1                  # G updates per iteration (2G1D: g_steps=2, d_steps=1)
+    d_steps: int = 1
+    ema: float = 0.999                # EMA decay of G's weights (0: off)
+    replay_size: int = 0              # experience replay of old fakes for D (0: off)
+    replay_prob: float = 0.5          # share of each fake batch drawn from the replay buffer
+    flip: bool = True
+    rotate: float = 5.0               # max rotation in degrees
+    seed: int = 0
+    log_every: int = 10
+    sample_every: int = 250
+    checkpoint_every: int = 250
+
+
+@dataclass
+class SampleConfig:
+    truncation: float = 1.0           # noise intensity: z ~ N(0, T^2); lower is safer, less varied
+
+
+@dataclass
+class Recipe:
+    name: str = "custom"
+    description: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_yaml(self) -> str:
+        d = self.to_dict()
+        d["train"]["betas"] = list(d["train"]["betas"])
+        return yaml.safe_dump(d, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> "Recipe":
+        return _build(cls, data, source)
+
+
+def _build(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise TagfaceError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise TagfaceError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        default = getattr(cls(), name)
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value, f"{where}.{name}")
+        else:
+            kwargs[name] = _coerce(value, default, f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    if isinstance(default, bool):
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        if not isinstance(value, bool):
+            raise TagfaceError(f"{where}: expected true or false, got {value!r}")
+        return value
+    try:
+        if isinstance(default, tuple):
+            return tuple(float(v) for v in (value.split(",") if isinstance(value, str) else value))
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, int):
+            number = float(value)
+            if not number.is_integer():
+                raise ValueError
+            return int(number)
+        if isinstance(default, str) and not isinstance(value, str):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise TagfaceError(f"{where}: expected {type(default).__name__}, got {value!r}") from None
+    return value
+
+
+def recipe_dir() -> Path:
+    return Path(str(resources.files("tagface") / "configs"))
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in recipe_dir().glob("*.yaml"))
+
+
+def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """A seed recipe by name (see `tagface recipes`) or a YAML file; `overrides` are 'train.lr_g=1e-4'."""
+    path = Path(name_or_path)
+    if not path.exists():
+        candidate = recipe_dir() / f"{path.stem}.yaml"
+        if path.suffix in ("", ".yaml") and candidate.exists():
+            path = candidate
+        else:
+            raise TagfaceError(f"config {name_or_path} not found; seed recipes: {', '.join(list_recipes())}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise TagfaceError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise TagfaceError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. train.lr_g=1e-4")
+        *parents, leaf = key.split(".")
+        node = data
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    data.setdefault("name", path.stem)
+    return Recipe.from_dict(data, str(path))

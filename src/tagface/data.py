@@ -1,0 +1,271 @@
+"""Tagged face folders: reading both layouts, cleaning, a decoded uint8 cache and batch augmentation.
+
+Layouts (a folder holding tags.csv and an image folder):
+  * course / MLDS: no header, lines ``<id>,<hair> hair <eye> eyes``, images in images/ (or faces/);
+  * adl: header ``id,hair,eyes``, colours ``;``-separated, blank where unknown.
+Images are decoded and resized once into a cached uint8 tensor, so training epochs do no JPEG work.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file
+
+from .checkpoint import atomic_save_tensors
+from .errors import TagfaceError
+from .tags import EYE_COLOURS, HAIR_COLOURS, colour_set
+
+IMAGE_DIRS = ("images", "faces", ".")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+CACHE_VERSION = 1
+
+
+@dataclass
+class Record:
+    """One row of a tags file: an image path and the colour sets it is tagged with."""
+
+    path: Path
+    hair: set[str]
+    eyes: set[str]
+
+
+@dataclass
+class CleaningReport:
+    rows: int = 0
+    kept: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    def __str__(self) -> str:
+        why = ", ".join(f"{n} {r}" for r, n in sorted(self.dropped.items())) or "none"
+        return f"kept {self.kept} of {self.rows} rows (dropped: {why})"
+
+
+def _tags_file(folder: Path) -> Path:
+    if folder.is_file():
+        return folder
+    if not folder.exists():
+        raise TagfaceError(f"data folder {folder} does not exist")
+    tags = folder / "tags.csv"
+    if not tags.exists():
+        raise TagfaceError(f"{folder} has no tags.csv; expected lines '<id>,<hair> hair <eye> eyes' or 'id,hair,eyes'")
+    return tags
+
+
+def _image_index(root: Path) -> dict[str, Path]:
+    """Map image stem -> path over the usual image folders beside tags.csv."""
+    index: dict[str, Path] = {}
+    for sub in IMAGE_DIRS:
+        d = root / sub
+        if d.is_dir():
+            for entry in os.scandir(d):
+                stem, ext = os.path.splitext(entry.name)
+                if ext.lower() in IMAGE_EXTS:
+                    index.setdefault(stem, Path(entry.path))
+    return index
+
+
+def _stem(raw_id: str) -> str:
+    raw_id = raw_id.strip()
+    return raw_id[:-2] if raw_id.endswith(".0") else raw_id  # '12.0' written by pandas
+
+
+_PHRASE = re.compile(r"([a-z]+)\s+(hair|eyes?)\b")
+
+
+def read_records(folder: str | Path) -> list[Record]:
+    """Every row of a folder's tags file, in file order, with its colour sets (maybe empty or several)."""
+    tags_path = _tags_file(Path(folder))
+    root = tags_path.parent
+    images = _image_index(root)
+    records: list[Record] = []
+    with open(tags_path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        raise TagfaceError(f"{tags_path} is empty")
+    header = [c.strip().lower() for c in rows[0]]
+    if "hair" in header and "eyes" in header:  # adl layout
+        cols = {name: header.index(name) for name in ("id", "hair", "eyes") if name in header}
+        if "id" not in cols:
+            raise TagfaceError(f"{tags_path}: header {rows[0]} has no 'id' column")
+        body, parse = rows[1:], lambda r: (colour_set(r[cols["hair"]], "hair"), colour_set(r[cols["eyes"]], "eyes"))
+        get_id = lambda r: r[cols["id"]]  # noqa: E731
+    else:  # course layout: id,<free text with 'X hair' and 'Y eyes'>
+        def parse(r):
+            hair, eyes = set(), set()
+            for colour, kind in _PHRASE.findall(",".join(r[1:]).lower()):
+                (hair if kind == "hair" else eyes).update(colour_set(colour, "hair" if kind == "hair" else "eyes"))
+            return hair, eyes
+
+        body, get_id = rows, lambda r: r[0]
+    for lineno, row in enumerate(body, start=2 if body is not rows else 1):
+        if not row or not "".join(row).strip():
+            continue
+        try:
+            hair, eyes = parse(row)
+            stem = _stem(get_id(row))
+        except (IndexError, TagfaceError) as err:
+            raise TagfaceError(f"{tags_path}:{lineno}: cannot parse {','.join(row)!r}: {err}") from None
+        path = images.get(stem, root / "images" / f"{stem}.jpg")
+        records.append(Record(path, hair, eyes))
+    if not records:
+        raise TagfaceError(f"{tags_path} has no rows")
+    return records
+
+
+def clean(records: list[Record]) -> tuple[list[Record], CleaningReport]:
+    """Keep rows with exactly one hair and one eye colour, as the reports did for generator training."""
+    report, kept = CleaningReport(rows=len(records)), []
+    for r in records:
+        if not r.hair:
+            report.drop("no hair colour")
+        elif len(r.hair) > 1:
+            report.drop("several hair colours")
+        elif not r.eyes:
+            report.drop("no eye colour")
+        elif len(r.eyes) > 1:
+            report.drop("several eye colours (bicoloured)")
+        elif not r.path.exists():
+            report.drop("missing image file")
+        else:
+            kept.append(r)
+    report.kept = len(kept)
+    return kept, report
+
+
+def decode(path: Path, resolution: int) -> np.ndarray | None:
+    """Image file -> [3, R, R] uint8 (centre-cropped to a square), or None when unreadable."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            s = min(w, h)
+            if w != h:
+                im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+            if s != resolution:
+                im = im.resize((resolution, resolution), Image.Resampling.BICUBIC)
+            return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+
+def _decode_job(args):
+    return decode(*args)
+
+
+@dataclass
+class FaceSet:
+    """Decoded faces: images [N, 3, R, R] uint8, hair [N] and eyes [N] int64 colour indices."""
+
+    images: torch.Tensor
+    hair: torch.Tensor
+    eyes: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def resolution(self) -> int:
+        return self.images.shape[-1]
+
+    @staticmethod
+    def concat(sets: list["FaceSet"]) -> "FaceSet":
+        return FaceSet(*(torch.cat([getattr(s, k) for s in sets]) for k in ("images", "hair", "eyes")))
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("TAGFACE_CACHE", Path.home() / ".cache" / "tagface")) / "data"
+
+
+def _cache_key(tags_path: Path, records: list[Record], resolution: int) -> str:
+    st = tags_path.stat()
+    h = hashlib.sha1(json.dumps([CACHE_VERSION, str(tags_path.resolve()), st.st_size, st.st_mtime_ns, resolution]).encode())
+    for r in records:
+        h.update(str(r.path).encode())
+    return h.hexdigest()[:20]
+
+
+def load_folder(folder: str | Path, resolution: int, cache_dir: str | Path | None = None,
+                workers: int | None = None, verbose: bool = True) -> FaceSet:
+    """Clean, decode and cache one data folder at one resolution; later calls read the cache."""
+    records, report = clean(read_records(folder))
+    tags_path = _tags_file(Path(folder))
+    if not records:
+        raise TagfaceError(f"{folder}: no usable images ({report})")
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache_file = cache / f"{_cache_key(tags_path, records, resolution)}.safetensors"
+    if cache_file.exists():
+        t = load_file(cache_file)
+        return FaceSet(t["images"], t["hair"], t["eyes"])
+    if verbose:
+        print(f"tagface: {folder}: {report}; decoding to {resolution}px (cached at {cache_file})", flush=True)
+    jobs = [(r.path, resolution) for r in records]
+    workers = workers or min(os.cpu_count() or 1, 8)
+    if workers > 1 and len(jobs) > 256:
+        with Pool(workers) as pool:
+            arrays = pool.map(_decode_job, jobs, chunksize=256)
+    else:
+        arrays = [decode(*j) for j in jobs]
+    ok = [i for i, a in enumerate(arrays) if a is not None]
+    if len(ok) < len(arrays):
+        warnings.warn(f"{folder}: skipped {len(arrays) - len(ok)} unreadable image(s), e.g. {records[arrays.index(None)].path}")
+    if not ok:
+        raise TagfaceError(f"{folder}: none of {len(arrays)} images could be read")
+    faces = FaceSet(
+        torch.from_numpy(np.stack([arrays[i] for i in ok])),
+        torch.tensor([HAIR_COLOURS.index(next(iter(records[i].hair))) for i in ok]),
+        torch.tensor([EYE_COLOURS.index(next(iter(records[i].eyes))) for i in ok]),
+    )
+    try:
+        atomic_save_tensors({"images": faces.images, "hair": faces.hair, "eyes": faces.eyes}, cache_file,
+                            {"source": str(folder), "skipped": str(len(arrays) - len(ok))})
+    except OSError as err:  # a read-only home must not stop training
+        warnings.warn(f"could not write data cache {cache_file}: {err}")
+    return faces
+
+
+def load_datasets(folders: list[str | Path], resolution: int, cache_dir: str | Path | None = None,
+                  verbose: bool = True) -> FaceSet:
+    """Several data folders combined into one training set."""
+    if not folders:
+        raise TagfaceError("no --data folder given")
+    return FaceSet.concat([load_folder(f, resolution, cache_dir, verbose=verbose) for f in folders])
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1], the range G's tanh produces."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    return images.detach().float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, flip: bool = True, rotate_deg: float = 5.0) -> torch.Tensor:
+    """Random horizontal flips and small rotations (the reports' +-5 degrees) on a float batch."""
+    b = x.shape[0]
+    if flip:
+        mask = torch.rand(b, generator=generator) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(-1), x)
+    if rotate_deg > 0:
+        angle = (torch.rand(b, generator=generator) * 2 - 1) * math.radians(rotate_deg)
+        cos, sin = angle.cos(), angle.sin()
+        theta = torch.stack([torch.stack([cos, -sin, torch.zeros(b)], 1), torch.stack([sin, cos, torch.zeros(b)], 1)], 1)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return x

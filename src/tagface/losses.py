@@ -1,0 +1,227 @@
+"""GAN objectives built from three registries a recipe picks from:
+
+* ADVERSARIAL: how real/fake scores become losses (non-saturating, hinge, Wasserstein);
+* CONDITIONINGS: how D learns the tags (matching-aware pairs, auxiliary classifier, conditional critic);
+* PENALTIES: gradient penalties (WGAN-GP with optional label input, DRAGAN, R1).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import LossConfig
+from .errors import TagfaceError
+from .tags import N_EYES, N_HAIR, one_hot
+
+
+class Labels(NamedTuple):
+    hair: torch.Tensor   # [B] int64
+    eyes: torch.Tensor   # [B] int64
+
+    @property
+    def onehot(self) -> torch.Tensor:
+        return one_hot(self.hair, self.eyes).to(self.hair.device)
+
+    def permute(self, perm: torch.Tensor) -> "Labels":
+        return Labels(self.hair[perm], self.eyes[perm])
+
+
+# --------------------------------------------------------------------------- adversarial losses
+@dataclass(frozen=True)
+class Adversarial:
+    real: Callable[[torch.Tensor], torch.Tensor]   # D's loss on scores it should call real
+    fake: Callable[[torch.Tensor], torch.Tensor]   # D's loss on scores it should call fake
+    gen: Callable[[torch.Tensor], torch.Tensor]    # G's loss on D's scores of its fakes
+
+
+ADVERSARIAL = {
+    "nonsaturating": Adversarial(lambda s: F.softplus(-s).mean(), lambda s: F.softplus(s).mean(),
+                                 lambda s: F.softplus(-s).mean()),
+    "hinge": Adversarial(lambda s: F.relu(1 - s).mean(), lambda s: F.relu(1 + s).mean(), lambda s: -s.mean()),
+    "wasserstein": Adversarial(lambda s: -s.mean(), lambda s: s.mean(), lambda s: -s.mean()),
+}
+
+
+# --------------------------------------------------------------------------- classification
+def classification_loss(logits: torch.Tensor, labels: Labels, kind: str) -> torch.Tensor:
+    """softmax: cross-entropy per attribute (one hair, one eye colour); multilabel: BCE over the 23 tags."""
+    if kind == "softmax":
+        return F.cross_entropy(logits[:, :N_HAIR], labels.hair) + F.cross_entropy(logits[:, N_HAIR:], labels.eyes)
+    if kind == "multilabel":
+        return F.binary_cross_entropy_with_logits(logits, labels.onehot) * (N_HAIR + N_EYES) / 2
+    raise TagfaceError(f"unknown loss.classification '{kind}'; allowed: softmax multilabel")
+
+
+class FrozenClassifierLoss:
+    """Report 003's extra G loss: a frozen, pretrained hair/eye classifier must recognise G's tags.
+
+    `classifier` maps images to [B, 23] tag logits; its weights never change.
+    """
+
+    def __init__(self, classifier: nn.Module, weight: float = 1.0, kind: str = "softmax"):
+        self.classifier = classifier.eval().requires_grad_(False)
+        self.weight, self.kind = weight, kind
+
+    def __call__(self, fake: torch.Tensor, labels: Labels) -> torch.Tensor:
+        return self.weight * classification_loss(self.classifier(fake), labels, self.kind)
+
+
+# --------------------------------------------------------------------------- penalties
+def _grad_norm_penalty(D, x: torch.Tensor, labels: torch.Tensor | None, on_labels: bool, target: float = 1.0):
+    x = x.detach().requires_grad_(True)
+    inputs = [x]
+    if labels is not None:
+        labels = labels.detach().requires_grad_(on_labels)
+        if on_labels:
+            inputs.append(labels)
+    score = D(x, labels).adv
+    grads = torch.autograd.grad(score.sum(), inputs, create_graph=True)
+    norm = torch.cat([g.flatten(1) for g in grads], 1).norm(2, dim=1)
+    return ((norm - target) ** 2).mean()
+
+
+def wgan_gp(D, real, real_labels, fake, fake_labels, rng, on_labels):
+    """Gulrajani et al.: unit gradient norm on random interpolates of real and fake (and of their labels)."""
+    eps = torch.rand(real.shape[0], 1, 1, 1, generator=rng).to(real.device)
+    x = eps * real + (1 - eps) * fake
+    labels = None
+    if real_labels is not None:
+        e = eps.view(-1, 1)
+        labels = e * real_labels + (1 - e) * fake_labels
+    return _grad_norm_penalty(D, x, labels, on_labels)
+
+
+def dragan(D, real, real_labels, fake, fake_labels, rng, on_labels):
+    """Kodali et al.: unit gradient norm in a noisy neighbourhood of the real data."""
+    noise = torch.rand(real.shape, generator=rng).to(real.device)
+    perturbed = real + 0.5 * real.std() * noise
+    alpha = torch.rand(real.shape[0], 1, 1, 1, generator=rng).to(real.device)
+    return _grad_norm_penalty(D, alpha * real + (1 - alpha) * perturbed, real_labels, on_labels)
+
+
+def r1(D, real, real_labels, fake, fake_labels, rng, on_labels):
+    """Mescheder et al.: squared gradient norm on real data (weight = gamma / 2)."""
+    return _grad_norm_penalty(D, real, real_labels, on_labels, target=0.0)
+
+
+PENALTIES = {"none": None, "wgan-gp": wgan_gp, "dragan": dragan, "r1": r1}
+
+
+# --------------------------------------------------------------------------- conditioning
+class Conditioning:
+    """How D learns the tags. `reads_labels`: D gets the tags as input; `heads`: D has classifier heads."""
+
+    reads_labels = False
+    heads = False
+
+    def __init__(self, cfg: LossConfig, adv: Adversarial):
+        self.cfg, self.adv = cfg, adv
+
+    def d_terms(self, D, real, labels: Labels, fake, fake_labels: Labels, rng) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def g_terms(self, D, fake, fake_labels: Labels) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+class MatchingAware(Conditioning):
+    """GAN-CLS (Reed et al.): D judges (image, tags) pairs; real images with wrong tags and wrong
+    images with the right tags count as fake, alongside G's fakes."""
+
+    reads_labels = True
+
+    def d_terms(self, D, real, labels, fake, fake_labels, rng):
+        b = real.shape[0]
+        shift_h = torch.randint(1, N_HAIR, (b,), generator=rng).to(labels.hair.device)
+        shift_e = torch.randint(1, N_EYES, (b,), generator=rng).to(labels.hair.device)
+        wrong = Labels((labels.hair + shift_h) % N_HAIR, (labels.eyes + shift_e) % N_EYES)
+        roll = torch.roll(torch.arange(b), 1)
+        mismatch = (labels.hair[roll] != labels.hair) | (labels.eyes[roll] != labels.eyes)
+        scores = [D(fake, fake_labels.onehot).adv, D(real, wrong.onehot).adv]
+        if mismatch.any():
+            scores.append(D(real[roll][mismatch], labels.onehot[mismatch]).adv)
+        fake_loss = sum(self.adv.fake(s) for s in scores) / len(scores)
+        return {"adv": self.adv.real(D(real, labels.onehot).adv) + fake_loss}
+
+    def g_terms(self, D, fake, fake_labels):
+        return {"adv": self.adv.gen(D(fake, fake_labels.onehot).adv)}
+
+
+class Auxiliary(Conditioning):
+    """AC-GAN (Odena et al.): D's classifier heads learn the tags on real images (and on fakes unless
+    loss.fake_cls is false); G is rewarded when its fakes are classified as their tags."""
+
+    heads = True
+
+    def d_terms(self, D, real, labels, fake, fake_labels, rng):
+        out_real, out_fake = D(real), D(fake)
+        cls = classification_loss(out_real.logits, labels, self.cfg.classification)
+        if self.cfg.fake_cls:
+            cls = cls + classification_loss(out_fake.logits, fake_labels, self.cfg.classification)
+        return {"adv": self.adv.real(out_real.adv) + self.adv.fake(out_fake.adv), "cls": self.cfg.cls_weight * cls}
+
+    def g_terms(self, D, fake, fake_labels):
+        out = D(fake)
+        return {"adv": self.adv.gen(out.adv),
+                "cls": self.cfg.cls_weight * classification_loss(out.logits, fake_labels, self.cfg.classification)}
+
+
+class ConditionalCritic(Conditioning):
+    """D reads the tags and scores (image, tags) pairs; the WGAN-GP recipe of report 003."""
+
+    reads_labels = True
+
+    def d_terms(self, D, real, labels, fake, fake_labels, rng):
+        s_real = D(real, labels.onehot).adv
+        terms = {"adv": self.adv.real(s_real) + self.adv.fake(D(fake, fake_labels.onehot).adv)}
+        if self.cfg.drift:
+            terms["drift"] = self.cfg.drift * (s_real ** 2).mean()
+        return terms
+
+    def g_terms(self, D, fake, fake_labels):
+        return {"adv": self.adv.gen(D(fake, fake_labels.onehot).adv)}
+
+
+CONDITIONINGS: dict[str, type[Conditioning]] = {
+    "matching": MatchingAware, "auxiliary": Auxiliary, "critic": ConditionalCritic,
+}
+
+
+def _pick(table: dict, key: str, what: str):
+    if key not in table:
+        raise TagfaceError(f"unknown {what} '{key}'; allowed: {' '.join(table)}")
+    return table[key]
+
+
+class GANObjective:
+    """The full D and G losses of a recipe; G's extra losses (e.g. FrozenClassifierLoss) plug in here."""
+
+    def __init__(self, cfg: LossConfig, extra_g_losses: list[Callable] | None = None):
+        self.cfg = cfg
+        self.adv = _pick(ADVERSARIAL, cfg.adversarial, "loss.adversarial")
+        self.conditioning = _pick(CONDITIONINGS, cfg.conditioning, "loss.conditioning")(cfg, self.adv)
+        self.penalty = _pick(PENALTIES, cfg.penalty, "loss.penalty")
+        _pick({"softmax": 0, "multilabel": 0}, cfg.classification, "loss.classification")
+        if cfg.penalty_on_labels and not self.conditioning.reads_labels:
+            raise TagfaceError(f"loss.penalty_on_labels needs a D that reads tags (conditioning matching or critic), "
+                               f"not '{cfg.conditioning}'")
+        self.extra_g_losses = list(extra_g_losses or [])
+
+    def d_loss(self, D, real, labels: Labels, fake, fake_labels: Labels, rng) -> tuple[torch.Tensor, dict]:
+        terms = self.conditioning.d_terms(D, real, labels, fake, fake_labels, rng)
+        if self.penalty is not None and self.cfg.penalty_weight:
+            reads = self.conditioning.reads_labels
+            terms["penalty"] = self.cfg.penalty_weight * self.penalty(
+                D, real, labels.onehot if reads else None, fake, fake_labels.onehot if reads else None,
+                rng, self.cfg.penalty_on_labels)
+        return sum(terms.values()), {f"d_{k}": v.item() for k, v in terms.items()}
+
+    def g_loss(self, D, fake, fake_labels: Labels) -> tuple[torch.Tensor, dict]:
+        terms = self.conditioning.g_terms(D, fake, fake_labels)
+        for i, extra in enumerate(self.extra_g_losses):
+            terms[f"extra{i}"] = extra(fake, fake_labels)
+        return sum(terms.values()), {f"g_{k}": v.item() for k, v in terms.items()}

@@ -1,0 +1,156 @@
+"""Tag vocabulary and parsing: free text such as 'Red eyes, blue hair' to (hair, eye) indices.
+
+Conditioning is a pair of class indices; everything that turns words into that pair lives here, so
+the CLI, the data readers and the studio agree on spelling, synonyms and error messages.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+
+import torch
+
+from .errors import TagfaceError
+
+HAIR_COLOURS = ("orange", "white", "aqua", "gray", "green", "red", "purple", "pink", "blue", "black", "brown", "blonde")
+EYE_COLOURS = ("gray", "black", "orange", "pink", "yellow", "aqua", "purple", "green", "brown", "red", "blue")
+N_HAIR, N_EYES = len(HAIR_COLOURS), len(EYE_COLOURS)
+N_TAGS = N_HAIR + N_EYES
+
+# Common spellings and near-synonyms, mapped onto the vocabulary.
+SYNONYMS = {
+    "blond": "blonde", "golden": "blonde", "gold": "blonde",
+    "grey": "gray", "silver": "gray",
+    "cyan": "aqua", "teal": "aqua", "turquoise": "aqua",
+    "violet": "purple", "lavender": "purple",
+    "brunette": "brown", "ginger": "orange",
+    "scarlet": "red", "crimson": "red",
+    "navy": "blue",
+    "amber": "yellow",
+}
+HAIR_WORDS = {"hair", "hairs", "haired"}
+EYE_WORDS = {"eye", "eyes", "eyed"}
+FILLER_WORDS = {"and", "with", "a", "an", "the", "girl", "boy", "character", "face"}
+
+
+@dataclass(frozen=True)
+class Tags:
+    """A parsed request; None means 'not given' (the caller samples it)."""
+
+    hair: str | None
+    eyes: str | None
+
+    def __str__(self) -> str:
+        return f"{self.hair or '?'} hair {self.eyes or '?'} eyes"
+
+
+def canonical(word: str) -> str:
+    word = word.strip().lower()
+    return SYNONYMS.get(word, word)
+
+
+def _check(colour: str, kind: str) -> str:
+    allowed = HAIR_COLOURS if kind == "hair" else EYE_COLOURS
+    colour = canonical(colour)
+    if colour in allowed:
+        return colour
+    close = difflib.get_close_matches(colour, allowed + tuple(SYNONYMS), n=1, cutoff=0.5)
+    hint = f"; did you mean '{canonical(close[0])}'?" if close else ""
+    raise TagfaceError(f"unknown {kind} colour '{colour}'{hint}; allowed {kind} colours: {' '.join(allowed)}")
+
+
+def parse_tags(text: str, *, allow_missing: bool = True) -> Tags:
+    """Read '<colour> hair' and '<colour> eyes' in any order, case and punctuation.
+
+    Also accepts 'blue-haired', 'hair: blue' style and 'red-eyed'. Unknown words are an error so
+    that a typo never silently becomes a random colour.
+    """
+    words = [w for w in re.split(r"[^a-z]+", text.lower()) if w]
+    found: dict[str, list[str]] = {"hair": [], "eyes": []}
+    pending: str | None = None  # a colour waiting for its 'hair'/'eyes' word
+    i = 0
+    while i < len(words):
+        w = words[i]
+        kind = "hair" if w in HAIR_WORDS else "eyes" if w in EYE_WORDS else None
+        if kind:
+            if pending is not None:
+                found[kind].append(pending)
+                pending = None
+            elif i + 1 < len(words) and words[i + 1] not in HAIR_WORDS | EYE_WORDS | FILLER_WORDS:
+                found[kind].append(words[i + 1])  # 'hair: blue'
+                i += 1
+            else:
+                raise TagfaceError(f"'{w}' in {text!r} has no colour; write e.g. 'blue hair red eyes'")
+        elif w in FILLER_WORDS:
+            pass
+        elif pending is not None:
+            raise TagfaceError(f"cannot read '{pending} {w}' in {text!r}; write e.g. 'blue hair red eyes'")
+        else:
+            pending = w
+        i += 1
+    if pending is not None:
+        raise TagfaceError(
+            f"'{pending}' in {text!r} is not followed by 'hair' or 'eyes'; write e.g. 'blue hair red eyes'"
+        )
+    result = {}
+    for kind, colours in found.items():
+        colours = list(dict.fromkeys(_check(c, kind) for c in colours))
+        if len(colours) > 1:
+            raise TagfaceError(f"several {kind} colours in {text!r}: {' '.join(colours)}; give one")
+        result[kind] = colours[0] if colours else None
+    if not allow_missing and (result["hair"] is None or result["eyes"] is None):
+        raise TagfaceError(f"{text!r} needs both a hair and an eye colour")
+    if result["hair"] is None and result["eyes"] is None and not text.strip() == "":
+        raise TagfaceError(f"no hair or eye colour found in {text!r}; write e.g. 'blue hair red eyes'")
+    return Tags(result["hair"], result["eyes"])
+
+
+def hair_index(colour: str) -> int:
+    return HAIR_COLOURS.index(_check(colour, "hair"))
+
+
+def eye_index(colour: str) -> int:
+    return EYE_COLOURS.index(_check(colour, "eyes"))
+
+
+def colour_set(field: str, kind: str) -> set[str]:
+    """Colours in a ';'-separated CSV field (blank means none); unknown names are an error."""
+    return {_check(c, kind) for c in field.split(";") if c.strip()}
+
+
+def one_hot(hair: torch.Tensor, eyes: torch.Tensor) -> torch.Tensor:
+    """[B] hair and [B] eye indices to the [B, 23] float label vector that G and D read."""
+    out = torch.zeros(hair.shape[0], N_TAGS)
+    out[torch.arange(hair.shape[0]), hair] = 1.0
+    out[torch.arange(eyes.shape[0]), N_HAIR + eyes] = 1.0
+    return out
+
+
+@dataclass
+class TagFrequencies:
+    """How often each colour occurs in the training data; used to fill in a missing colour."""
+
+    hair: list[float]
+    eyes: list[float]
+
+    @classmethod
+    def uniform(cls) -> "TagFrequencies":
+        return cls([1 / N_HAIR] * N_HAIR, [1 / N_EYES] * N_EYES)
+
+    @classmethod
+    def from_labels(cls, hair: torch.Tensor, eyes: torch.Tensor) -> "TagFrequencies":
+        h = torch.bincount(hair, minlength=N_HAIR).double()
+        e = torch.bincount(eyes, minlength=N_EYES).double()
+        return cls((h / h.sum()).tolist(), (e / e.sum()).tolist())
+
+    def complete(self, tags: Tags, generator: torch.Generator) -> tuple[Tags, list[str]]:
+        """Fill missing colours by sampling the training frequencies; returns notes saying so."""
+        notes, hair, eyes = [], tags.hair, tags.eyes
+        if hair is None:
+            hair = HAIR_COLOURS[int(torch.multinomial(torch.tensor(self.hair), 1, generator=generator))]
+            notes.append(f"no hair colour given: sampled '{hair}' from the training data's frequencies")
+        if eyes is None:
+            eyes = EYE_COLOURS[int(torch.multinomial(torch.tensor(self.eyes), 1, generator=generator))]
+            notes.append(f"no eye colour given: sampled '{eyes}' from the training data's frequencies")
+        return Tags(hair, eyes), notes

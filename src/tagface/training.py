@@ -1,0 +1,260 @@
+"""The training loop: D and G updates at the recipe's ratio, EMA of G, experience replay, sample grids,
+loss curves and atomic checkpoints that resume exactly (weights, optimizers, RNG states, data order).
+
+Run directory layout:
+  config.yaml              the resolved recipe
+  run.json                 data folders and other run facts
+  checkpoint.safetensors   full training state (latest), for --resume
+  generator.safetensors    EMA generator weights + metadata, what `tagface generate` reads
+  samples/step-NNNNNN.png  fixed-noise grids
+  metrics.jsonl, losses.png
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from . import __version__
+from .checkpoint import atomic_write_text, load_state, save_state
+from .config import Recipe
+from .data import FaceSet, augment, to_float
+from .errors import TagfaceError
+from .losses import GANObjective, Labels
+from .models import build_discriminator, build_generator
+from .sampling import save_generator, sample_grid_labels, save_image_grid
+from .plotting import plot_losses
+from .tags import TagFrequencies
+
+CHECKPOINT = "checkpoint.safetensors"
+GENERATOR = "generator.safetensors"
+
+
+class ReplayBuffer:
+    """Experience replay for D (report 000): a reservoir of old fakes mixed into each fake batch, so D
+    keeps punishing modes G has left and G cannot cycle back to them."""
+
+    def __init__(self, size: int, prob: float):
+        self.size, self.prob, self.count = size, prob, 0
+        self.images: torch.Tensor | None = None
+        self.hair = torch.zeros(size, dtype=torch.long)
+        self.eyes = torch.zeros(size, dtype=torch.long)
+
+    def mix(self, fake: torch.Tensor, labels: Labels, rng: torch.Generator) -> tuple[torch.Tensor, Labels]:
+        self._push(fake, labels, rng)
+        n = min(self.count, self.size)
+        take = torch.rand(fake.shape[0], generator=rng) < self.prob
+        if n == 0 or not take.any():
+            return fake, labels
+        idx = torch.randint(0, n, (int(take.sum()),), generator=rng)
+        fake, hair, eyes = fake.clone(), labels.hair.clone(), labels.eyes.clone()
+        dev = fake.device
+        fake[take.to(dev)] = self.images[idx].to(dev, fake.dtype)
+        hair[take.to(dev)], eyes[take.to(dev)] = self.hair[idx].to(dev), self.eyes[idx].to(dev)
+        return fake, Labels(hair, eyes)
+
+    def _push(self, fake: torch.Tensor, labels: Labels, rng: torch.Generator) -> None:
+        if self.images is None:
+            self.images = torch.zeros(self.size, *fake.shape[1:], dtype=torch.float16)
+        for i in range(fake.shape[0]):  # reservoir sampling keeps a uniform sample of all fakes seen
+            slot = self.count if self.count < self.size else int(torch.randint(0, self.count + 1, (1,), generator=rng))
+            if slot < self.size:
+                self.images[slot] = fake[i].detach().to("cpu", torch.float16)
+                self.hair[slot], self.eyes[slot] = labels.hair[i].cpu(), labels.eyes[i].cpu()
+            self.count += 1
+
+    def state_dict(self) -> dict:
+        return {"count": self.count, "images": self.images if self.images is not None else torch.zeros(0),
+                "hair": self.hair, "eyes": self.eyes}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count = state["count"]
+        self.images = state["images"] if state["images"].numel() else None
+        self.hair, self.eyes = state["hair"], state["eyes"]
+
+
+class BatchSampler:
+    """Epochs of random permutations drawn from the trainer's generator; its cursor is saved for resume."""
+
+    def __init__(self, n: int, batch_size: int, rng: torch.Generator):
+        if n < batch_size:
+            raise TagfaceError(f"the data has {n} usable images, fewer than the batch size {batch_size}; "
+                               f"lower train.batch_size with --set train.batch_size=N")
+        self.n, self.batch_size, self.rng = n, batch_size, rng
+        self.perm, self.cursor, self.epoch = torch.randperm(n, generator=rng), 0, 0
+
+    def next(self) -> torch.Tensor:
+        if self.cursor + self.batch_size > self.n:
+            self.perm, self.cursor, self.epoch = torch.randperm(self.n, generator=self.rng), 0, self.epoch + 1
+        idx = self.perm[self.cursor:self.cursor + self.batch_size]
+        self.cursor += self.batch_size
+        return idx
+
+    def state_dict(self) -> dict:
+        return {"perm": self.perm, "cursor": self.cursor, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.perm, self.cursor, self.epoch = state["perm"], state["cursor"], state["epoch"]
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm, 1 - decay)
+    for be, bm in zip(ema.buffers(), model.buffers()):
+        be.copy_(bm)
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, data: FaceSet, out: str | Path, device: str = "cpu",
+                 data_paths: list[str] | None = None, extra_g_losses=None, progress: bool = True):
+        self.recipe, self.data, self.out, self.device = recipe, data, Path(out), torch.device(device)
+        self.data_paths, self.progress = [str(p) for p in (data_paths or [])], progress
+        t = recipe.train
+        if data.resolution != t.resolution:
+            raise TagfaceError(f"data is {data.resolution}px but the recipe trains at {t.resolution}px")
+        torch.manual_seed(t.seed)
+        self.rng = torch.Generator().manual_seed(t.seed)
+        self.objective = GANObjective(recipe.loss, extra_g_losses)
+        cond = self.objective.conditioning
+        self.G = build_generator(recipe.model, t.resolution).to(self.device)
+        self.D = build_discriminator(recipe.model, t.resolution, cond.reads_labels, cond.heads).to(self.device)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=t.betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=t.betas)
+        self.sampler = BatchSampler(len(data), t.batch_size, self.rng)
+        self.replay = ReplayBuffer(t.replay_size, t.replay_prob) if t.replay_size else None
+        self.freq = TagFrequencies.from_labels(data.hair, data.eyes)
+        self.step = 0
+        fixed = torch.Generator().manual_seed(1234)
+        self.fixed_labels = sample_grid_labels(8)
+        self.fixed_z = torch.randn(self.fixed_labels.hair.shape[0], recipe.model.z_dim, generator=fixed)
+
+    # ------------------------------------------------------------------ one iteration
+    def _real_batch(self) -> tuple[torch.Tensor, Labels]:
+        idx = self.sampler.next()
+        t = self.recipe.train
+        x = augment(to_float(self.data.images[idx]), self.rng, t.flip, t.rotate).to(self.device)
+        return x, Labels(self.data.hair[idx].to(self.device), self.data.eyes[idx].to(self.device))
+
+    def _noise(self, b: int) -> torch.Tensor:
+        return torch.randn(b, self.recipe.model.z_dim, generator=self.rng).to(self.device)
+
+    def train_step(self) -> dict[str, float]:
+        t, logs = self.recipe.train, {}
+        for _ in range(t.d_steps):
+            real, labels = self._real_batch()
+            fake_labels = labels.permute(torch.randperm(real.shape[0], generator=self.rng).to(self.device))
+            with torch.no_grad():
+                fake = self.G(self._noise(real.shape[0]), fake_labels.onehot)
+            if self.replay is not None:
+                fake, fake_labels = self.replay.mix(fake, fake_labels, self.rng)
+            loss, logs_d = self.objective.d_loss(self.D, real, labels, fake, fake_labels, self.rng)
+            self.opt_d.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt_d.step()
+            logs.update(logs_d)
+        for _ in range(t.g_steps):
+            idx = torch.randint(0, len(self.data), (t.batch_size,), generator=self.rng)
+            fake_labels = Labels(self.data.hair[idx].to(self.device), self.data.eyes[idx].to(self.device))
+            fake = self.G(self._noise(t.batch_size), fake_labels.onehot)
+            loss, logs_g = self.objective.g_loss(self.D, fake, fake_labels)
+            self.opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt_g.step()
+            logs.update(logs_g)
+            if t.ema:
+                # ramp the decay up so early, fast-changing weights are not averaged over too long a past
+                update_ema(self.G_ema, self.G, min(t.ema, (1 + self.step) / (10 + self.step)))
+        if not t.ema:
+            self.G_ema.load_state_dict(self.G.state_dict())
+        self.step += 1
+        return logs
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step, "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "sampler": self.sampler.state_dict(),
+            "rng": self.rng.get_state(), "torch_rng": torch.get_rng_state(),
+            "replay": self.replay.state_dict() if self.replay else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = state["step"]
+        for name in ("G", "D", "G_ema", "opt_g", "opt_d", "sampler"):
+            getattr(self, name).load_state_dict(state[name])
+        self.rng.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.replay is not None and state["replay"] is not None:
+            self.replay.load_state_dict(state["replay"])
+
+    def save(self) -> None:
+        meta = {"tagface.version": __version__, "tagface.recipe": json.dumps(self.recipe.to_dict())}
+        save_state(self.state_dict(), self.out / CHECKPOINT, meta)
+        save_generator(self.G_ema, self.recipe, self.freq, self.out / GENERATOR, step=self.step)
+
+    def resume(self) -> None:
+        path = self.out / CHECKPOINT
+        if not path.exists():
+            raise TagfaceError(f"--resume: {path} does not exist; start without --resume")
+        state, _ = load_state(path)
+        self.load_state_dict(state)
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, steps: int) -> dict[str, float]:
+        t = self.recipe.train
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out / "config.yaml", self.recipe.to_yaml())
+        atomic_write_text(self.out / "run.json", json.dumps({"data": self.data_paths, "images": len(self.data),
+                                                             "device": str(self.device)}, indent=2))
+        metrics_path = self.out / "metrics.jsonl"
+        history = _read_metrics(metrics_path, upto=self.step)
+        imgs_per_step = t.batch_size * t.d_steps
+        bar = tqdm(total=steps, initial=self.step, unit="step", disable=not self.progress, dynamic_ncols=True)
+        logs: dict[str, float] = {}
+        t0, done = time.perf_counter(), 0
+        try:
+            while self.step < steps:
+                logs = self.train_step()
+                done += 1
+                rate = done * imgs_per_step / (time.perf_counter() - t0)
+                bar.update(1)
+                if self.step % t.log_every == 0 or self.step == steps:
+                    bar.set_postfix({**{k: f"{v:.3f}" for k, v in logs.items()}, "img/s": f"{rate:.1f}"}, refresh=False)
+                    history.append({"step": self.step, **logs, "img_per_s": rate})
+                if self.step % t.sample_every == 0 or self.step == steps:
+                    self.sample(self.out / "samples" / f"step-{self.step:06d}.png")
+                if self.step % t.checkpoint_every == 0 or self.step == steps:
+                    self._checkpoint(metrics_path, history)
+        except KeyboardInterrupt:
+            bar.close()
+            self._checkpoint(metrics_path, history)
+            raise
+        bar.close()
+        return {**logs, "img_per_s": done * imgs_per_step / max(time.perf_counter() - t0, 1e-9)}
+
+    def _checkpoint(self, metrics_path: Path, history: list[dict]) -> None:
+        self.save()
+        atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in history))
+        plot_losses(history, self.out / "losses.png")
+
+    @torch.no_grad()
+    def sample(self, path: Path) -> None:
+        labels = self.fixed_labels
+        images = self.G_ema(self.fixed_z.to(self.device), labels.onehot.to(self.device))
+        save_image_grid(images, path, ncol=8)
+
+
+def _read_metrics(path: Path, upto: int) -> list[dict]:
+    """Metrics logged before the resumed step; rows after it were never checkpointed and are dropped."""
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r.get("step", math.inf) <= upto]
