@@ -1,0 +1,149 @@
+"""Every recipe trains on a tiny batch; conditioning and penalties do what their papers say."""
+import pytest
+import torch
+
+from tagface.config import LossConfig, ModelConfig, Recipe, list_recipes, load_recipe
+from tagface.data import FaceSet
+from tagface.losses import PENALTIES, GANObjective, Labels, MatchingAware, ADVERSARIAL, FrozenClassifierLoss
+from tagface.models import DOut, build_discriminator, build_generator
+from tagface.tags import N_TAGS
+from tagface.training import Trainer
+
+TINY = ["model.g_channels=8", "model.d_channels=8", "model.g_blocks=2", "model.d_blocks=1",
+        "train.resolution=32", "train.batch_size=4"]
+
+
+def tiny_recipe(name: str, *extra: str) -> Recipe:
+    return load_recipe(name, TINY + list(extra))
+
+
+def random_faces(n: int = 12, res: int = 32) -> FaceSet:
+    g = torch.Generator().manual_seed(0)
+    return FaceSet(torch.randint(0, 256, (n, 3, res, res), dtype=torch.uint8, generator=g),
+                   torch.randint(0, 12, (n,), generator=g), torch.randint(0, 11, (n,), generator=g))
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_recipe_step_updates_both_networks(name, tmp_path):
+    trainer = Trainer(tiny_recipe(name), random_faces(), tmp_path, progress=False)
+    g0 = [p.detach().clone() for p in trainer.G.parameters()]
+    d0 = [p.detach().clone() for p in trainer.D.parameters()]
+    logs = trainer.train_step()
+    assert logs and all(torch.isfinite(torch.tensor(v)) for v in logs.values())
+    assert any(not torch.equal(a, b) for a, b in zip(g0, trainer.G.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(d0, trainer.D.parameters()))
+    fake = trainer.G(torch.randn(2, trainer.recipe.model.z_dim), Labels(torch.tensor([0, 1]), torch.tensor([2, 3])).onehot)
+    assert fake.shape == (2, 3, 32, 32) and fake.abs().max() <= 1
+
+
+@pytest.mark.parametrize("res", [64, 96, 128])
+@pytest.mark.parametrize("generator", ["dcgan", "srresnet"])
+def test_generators_draw_every_supported_resolution(generator, res):
+    cfg = ModelConfig(generator=generator, g_channels=4, g_blocks=1)
+    out = build_generator(cfg, res)(torch.randn(1, cfg.z_dim), torch.zeros(1, N_TAGS))
+    assert out.shape == (1, 3, res, res)
+
+
+def test_srresnet_has_sixteen_residual_blocks_and_pixel_shuffle():
+    G = build_generator(load_recipe("seed-srresnet-dragan").model, 64)
+    blocks = [m for m in G.modules() if type(m).__name__ == "ResidualBlock"]
+    assert len(blocks) == 16
+    assert sum(isinstance(m, torch.nn.PixelShuffle) for m in G.modules()) == 3
+
+
+def test_spectral_norm_wraps_every_discriminator_layer():
+    D = build_discriminator(ModelConfig(discriminator="resnet", d_channels=4, d_blocks=1, spectral_norm=True), 32,
+                            condition=False, heads=True)
+    layers = [m for m in D.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert layers and all(hasattr(m, "parametrizations") for m in layers)
+
+
+class RecordingD(torch.nn.Module):
+    """A stand-in D that remembers which (images, labels) pairs it was asked to judge."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))
+        self.calls = []
+
+    def forward(self, x, labels=None):
+        self.calls.append((x.detach(), None if labels is None else labels.detach()))
+        return DOut(self.w * x.mean((1, 2, 3)), self.w * torch.zeros(x.shape[0], N_TAGS))
+
+
+def test_matching_aware_d_sees_wrong_tags_and_wrong_images_as_fake():
+    real = torch.randn(6, 3, 8, 8)
+    labels = Labels(torch.tensor([0, 1, 2, 3, 4, 5]), torch.tensor([0, 1, 2, 3, 4, 5]))
+    fake = torch.randn(6, 3, 8, 8)
+    D = RecordingD()
+    cond = MatchingAware(LossConfig(conditioning="matching"), ADVERSARIAL["nonsaturating"])
+    cond.d_terms(D, real, labels, fake, labels, torch.Generator().manual_seed(0))
+    pairs = [(x, c) for x, c in D.calls]
+    right = labels.onehot
+    # real image + wrong tags: every row's tags differ from the truth
+    assert any(torch.equal(x, real) and (c != right).any(1).all() for x, c in pairs)
+    # wrong image + right tags: rolled real images with the original tags
+    assert any(torch.equal(x, real.roll(1, 0)) and torch.equal(c, right) for x, c in pairs)
+    # G's fakes with their tags, and real with right tags
+    assert any(torch.equal(x, fake) for x, c in pairs)
+    assert any(torch.equal(x, real) and torch.equal(c, right) for x, c in pairs)
+
+
+def test_auxiliary_without_fake_cls_ignores_fake_logits():
+    labels = Labels(torch.tensor([1, 2]), torch.tensor([3, 4]))
+    real, fake = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+
+    class D(torch.nn.Module):
+        def forward(self, x, labels=None):
+            logits = torch.full((x.shape[0], N_TAGS), 5.0 if x is fake else 0.0)
+            return DOut(x.mean((1, 2, 3)), logits)
+
+    with_fake = GANObjective(LossConfig(conditioning="auxiliary", fake_cls=True))
+    without = GANObjective(LossConfig(conditioning="auxiliary", fake_cls=False))
+    rng = torch.Generator().manual_seed(0)
+    _, a = with_fake.d_loss(D(), real, labels, fake, labels, rng)
+    _, b = without.d_loss(D(), real, labels, fake, labels, rng)
+    assert a["d_cls"] > b["d_cls"] > 0
+
+
+@pytest.mark.parametrize("penalty", [k for k, v in PENALTIES.items() if v is not None])
+def test_penalties_are_positive_and_differentiable_in_d(penalty):
+    torch.manual_seed(0)
+    D = build_discriminator(ModelConfig(d_channels=4, d_norm="none"), 32, condition=True, heads=False)
+    real, fake = torch.rand(3, 3, 32, 32) * 2 - 1, torch.rand(3, 3, 32, 32) * 2 - 1
+    lr = Labels(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2])).onehot
+    lf = Labels(torch.tensor([3, 4, 5]), torch.tensor([3, 4, 5])).onehot
+    value = PENALTIES[penalty](D, real, lr, fake, lf, torch.Generator().manual_seed(0), False)
+    assert value.item() > 0
+    grads = torch.autograd.grad(value, [p for p in D.parameters()], allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_wgan_gp_on_labels_adds_the_label_gradient():
+    torch.manual_seed(0)
+    D = build_discriminator(ModelConfig(d_channels=4, d_norm="none"), 32, condition=True, heads=False)
+    real, fake = torch.rand(3, 3, 32, 32), torch.rand(3, 3, 32, 32)
+    lr = Labels(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2])).onehot
+    lf = Labels(torch.tensor([3, 4, 5]), torch.tensor([3, 4, 5])).onehot
+    args = (D, real, lr, fake, lf)
+    image_only = PENALTIES["wgan-gp"](*args, torch.Generator().manual_seed(1), False)
+    with_labels = PENALTIES["wgan-gp"](*args, torch.Generator().manual_seed(1), True)
+    assert not torch.isclose(image_only, with_labels)
+
+
+def test_frozen_classifier_loss_trains_g_not_the_classifier():
+    classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, N_TAGS))
+    before = [p.clone() for p in classifier.parameters()]
+    recipe = tiny_recipe("seed-wgan-gp", "train.d_steps=1")
+    trainer = Trainer(recipe, random_faces(), "/nonexistent-unused", progress=False,
+                      extra_g_losses=[FrozenClassifierLoss(classifier, weight=2.0)])
+    logs = trainer.train_step()
+    assert logs["g_extra0"] > 0
+    assert all(torch.equal(a, b) for a, b in zip(before, classifier.parameters()))
+    assert all(p.grad is None for p in classifier.parameters())
+
+
+def test_penalty_on_labels_needs_a_d_that_reads_tags():
+    from tagface.errors import TagfaceError
+    with pytest.raises(TagfaceError, match="penalty_on_labels"):
+        GANObjective(LossConfig(conditioning="auxiliary", penalty="wgan-gp", penalty_on_labels=True))

@@ -1,0 +1,125 @@
+"""Training state: exact resume, replay, checkpoints; generation: seeds, course files; one end-to-end run."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tagface.cli import main
+from tagface.losses import Labels
+from tagface.sampling import FaceGenerator, read_tags_file, write_course_samples
+from tagface.training import ReplayBuffer, Trainer
+
+from test_models_losses import random_faces, tiny_recipe, TINY
+
+
+@pytest.mark.parametrize("name", ["seed-acgan-dcgan", "seed-dcgan-cls"])
+def test_resume_continues_exactly(name, tmp_path):
+    recipe = tiny_recipe(name, "train.replay_size=8", "train.sample_every=1000", "train.checkpoint_every=1000")
+    straight = Trainer(recipe, random_faces(), tmp_path / "a", progress=False)
+    straight.fit(2)
+    expected = [straight.train_step() for _ in range(2)]
+
+    first = Trainer(recipe, random_faces(), tmp_path / "b", progress=False)
+    first.fit(2)  # writes checkpoint.safetensors at its last step
+    resumed = Trainer(recipe, random_faces(), tmp_path / "b", progress=False)
+    resumed.resume()
+    assert resumed.step == 2
+    got = [resumed.train_step() for _ in range(2)]
+    assert got == expected
+    for a, b in zip(straight.G_ema.state_dict().values(), resumed.G_ema.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path):
+    from tagface.errors import TagfaceError
+    trainer = Trainer(tiny_recipe("seed-acgan-dcgan"), random_faces(), tmp_path, progress=False)
+    with pytest.raises(TagfaceError, match="does not exist"):
+        trainer.resume()
+
+
+def test_replay_buffer_mixes_old_fakes_and_keeps_labels_paired():
+    buf = ReplayBuffer(size=4, prob=1.0)
+    rng = torch.Generator().manual_seed(0)
+    old = torch.full((4, 3, 2, 2), 0.5)
+    buf.mix(old, Labels(torch.full((4,), 7), torch.full((4,), 3)), rng)
+    new = torch.full((4, 3, 2, 2), -0.5)
+    mixed, labels = buf.mix(new, Labels(torch.full((4,), 1), torch.full((4,), 1)), rng)
+    # every row came from the buffer (prob 1), which holds old and new fakes; labels travel with images
+    for img, h in zip(mixed, labels.hair):
+        assert (img.mean().item() > 0) == (h.item() == 7)
+    assert buf.count == 8
+
+
+def test_training_writes_grids_curve_and_generator(tmp_path):
+    recipe = tiny_recipe("seed-acgan-dcgan", "train.sample_every=2", "train.checkpoint_every=2", "train.log_every=1")
+    Trainer(recipe, random_faces(), tmp_path, progress=False).fit(4)
+    assert (tmp_path / "samples" / "step-000002.png").exists() and (tmp_path / "samples" / "step-000004.png").exists()
+    assert (tmp_path / "losses.png").exists()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and all("img_per_s" in r for r in rows)
+    assert not list(tmp_path.glob(".*.tmp"))
+    gen = FaceGenerator.load(tmp_path)
+    assert gen.step == 4 and gen.resolution == 32
+
+
+def test_same_seed_same_faces_and_truncation_changes_them(tmp_path):
+    Trainer(tiny_recipe("seed-acgan-dcgan"), random_faces(), tmp_path, progress=False).fit(1)
+    gen = FaceGenerator.load(tmp_path / "checkpoint.safetensors")  # a full checkpoint works too
+    from tagface.tags import Tags
+    tags = Tags("blue", "red")
+    a, b = gen.generate(tags, 3, seed=5), gen.generate(tags, 3, seed=5)
+    assert a.dtype == torch.uint8 and torch.equal(a, b)
+    assert not torch.equal(a, gen.generate(tags, 3, seed=6))
+    assert not torch.equal(a, gen.generate(tags, 3, seed=5, truncation=0.3))
+
+
+def test_course_format_files(tmp_path):
+    Trainer(tiny_recipe("seed-acgan-dcgan"), random_faces(), tmp_path / "run", progress=False).fit(1)
+    tags_file = tmp_path / "testing_text.txt"
+    tags_file.write_text("1,blue hair red eyes\n2,Green eyes, blonde hair\n\n3,black hair\n")
+    gen = FaceGenerator.load(tmp_path / "run")
+    written = write_course_samples(gen, read_tags_file(tags_file), tmp_path / "samples", n=5, seed=0)
+    names = sorted(p.name for p in (tmp_path / "samples").iterdir())
+    assert names == sorted(f"sample_{i}_{k}.jpg" for i in (1, 2, 3) for k in range(1, 6))
+    assert len(written) == 15
+    with Image.open(tmp_path / "samples" / "sample_1_1.jpg") as im:
+        assert im.size == (32, 32) and im.format == "JPEG"
+    again = write_course_samples(gen, read_tags_file(tags_file), tmp_path / "again", n=5, seed=0)
+    assert all(np.array_equal(np.asarray(Image.open(p)), np.asarray(Image.open(q))) for p, q in zip(written, again))
+
+
+def _write_tiny_folder(root: Path, n: int = 12, size: int = 40) -> Path:
+    (root / "images").mkdir(parents=True)
+    hair, eyes = ["blue", "red", "blonde"], ["green", "red", "blue"]
+    lines, rng = [], np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / "images" / f"{i}.jpg")
+        lines.append(f"{i},{hair[i % 3]} hair {eyes[i % 3]} eyes")
+    (root / "tags.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_end_to_end_train_then_generate(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TAGFACE_CACHE", str(tmp_path / "cache"))
+    data = _write_tiny_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    overrides = [a for item in TINY for a in ("--set", item)]
+    assert main(["train", "--config", "seed-acgan-dcgan", "--data", str(data), "--out", str(run), "--steps", "2",
+                 "--no-progress", *overrides]) == 0
+    assert main(["train", "--out", str(run), "--resume", "--steps", "3", "--no-progress"]) == 0
+    assert FaceGenerator.load(run).step == 3
+    # refusing to overwrite a run keeps what it holds
+    assert main(["train", "--config", "seed-acgan-dcgan", "--data", str(data), "--out", str(run), "--steps", "1"]) == 2
+    grid = tmp_path / "grid.png"
+    assert main(["generate", "blue hair red eyes", "-n", "4", "--seed", "0", "--checkpoint", str(run),
+                 "--out", str(grid)]) == 0
+    with Image.open(grid) as im:
+        assert im.size == (4 * 34 + 2, 34 + 2)
+    assert main(["generate", "blue hair", "-n", "2", "--checkpoint", str(run), "--out", str(grid)]) == 0
+    assert "no eye colour given: sampled" in capsys.readouterr().err
+    assert main(["generate", "--tag-grid", "--checkpoint", str(run), "--out", str(tmp_path / "all.png")]) == 0
+    with Image.open(tmp_path / "all.png") as im:
+        assert im.size == (11 * 34 + 2, 12 * 34 + 2)
