@@ -86,9 +86,9 @@ def save_state(state: dict, path: str | Path, metadata: dict[str, str] | None = 
     meta = dict(metadata or {})
     meta[SKELETON_KEY] = json.dumps(skeleton)
     # safetensors refuses tensors that share memory; clone the rare aliases (e.g. tied buffers).
-    seen: set[tuple[int, int]] = set()
+    seen: set[int] = set()
     for k, t in tensors.items():
-        ident = (t.untyped_storage().data_ptr(), t.storage_offset()) if t.numel() else (id(t), 0)
+        ident = t.untyped_storage().data_ptr() if t.numel() else id(t)
         if ident in seen:
             tensors[k] = t.clone()
         seen.add(ident)

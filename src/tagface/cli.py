@@ -1,4 +1,4 @@
-"""The `tagface` command line: train, generate, recipes. Bad input ends in one line on stderr, exit 2."""
+"""The `tagface` command line. Bad input ends in one line on stderr and exit code 2, never a traceback."""
 from __future__ import annotations
 
 import argparse
@@ -83,21 +83,105 @@ def cmd_generate(args) -> int:
     given = [bool(args.tags), bool(args.tags_file), args.tag_grid]
     if sum(given) != 1:
         raise TagfaceError("give exactly one of: TAGS (e.g. \"blue hair red eyes\"), --tags-file FILE, --tag-grid")
+    request = parse_tags(args.tags) if args.tags else None  # a typo is reported before any model loads
+    entries = read_tags_file(args.tags_file) if args.tags_file else None
     gen = FaceGenerator.load(args.checkpoint, device=_device(args.device))
-    if args.tags_file:
-        written = write_course_samples(gen, read_tags_file(args.tags_file), args.out, args.n, args.seed, args.truncation)
+    if entries:
+        written = write_course_samples(gen, entries, args.out, args.n, args.seed, args.truncation)
         print(f"tagface: wrote {len(written)} images to {args.out}", file=sys.stderr)
         return 0
     if args.tag_grid:
         save_pil(image_grid(tag_grid(gen, args.seed, args.truncation), ncol=11), args.out)
         print(f"tagface: wrote the 12 x 11 hair x eye grid to {args.out}", file=sys.stderr)
         return 0
-    tags, notes = gen.complete(parse_tags(args.tags), args.seed)
+    tags, notes = gen.complete(request, args.seed)
     for note in notes:
         print(f"tagface: {note}", file=sys.stderr)
     images = gen.generate(tags, args.n, seed=args.seed, truncation=args.truncation)
     save_pil(image_grid(images, ncol=args.ncol or min(args.n, 8)), args.out)
     print(f"tagface: wrote {args.n} faces ({tags}, seed {args.seed}) to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_tagger_train(args) -> int:
+    import torch
+
+    from .data import load_datasets
+    from .tagger import save_tagger, train_tagger
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    faces = load_datasets(args.data, args.resolution, args.cache_dir)
+    net, report = train_tagger(faces, epochs=args.epochs, width=args.width, seed=args.seed, progress=not args.no_progress)
+    report["data"] = args.data
+    save_tagger(net, args.out, report)
+    h = report["heldout"]
+    print(f"tagface: tagger saved to {args.out}; held-out accuracy on {h['n']} faces: hair {h['hair']:.3f}, "
+          f"eyes {h['eyes']:.3f}, both {h['both']:.3f}")
+    return 0
+
+
+def _read_images(paths: list[str]):
+    import numpy as np
+    import torch
+    from PIL import Image
+    arrays = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                arrays.append(torch.from_numpy(np.asarray(im.convert("RGB").resize((64, 64), Image.Resampling.BICUBIC))
+                                               .transpose(2, 0, 1).copy()))
+        except FileNotFoundError:
+            raise TagfaceError(f"image {p} does not exist") from None
+        except OSError as err:
+            raise TagfaceError(f"image {p} cannot be read ({err})") from None
+    return torch.stack(arrays)
+
+
+def cmd_tagger_predict(args) -> int:
+    from .tagger import load_tagger, predict_logits, top_colours
+    net = load_tagger(args.tagger)
+    results = top_colours(predict_logits(net, _read_images(args.images)), k=args.top)
+    for path, r in zip(args.images, results):
+        if args.json:
+            print(json.dumps({"path": path, "hair": r["hair"][0][0], "eyes": r["eyes"][0][0],
+                              "hair_p": round(r["hair"][0][1], 4), "eyes_p": round(r["eyes"][0][1], 4)}))
+        else:
+            hair = ", ".join(f"{c} {p:.2f}" for c, p in r["hair"])
+            eyes = ", ".join(f"{c} {p:.2f}" for c, p in r["eyes"])
+            print(f"{path}: hair {hair} | eyes {eyes}")
+    return 0
+
+
+def cmd_tagger_relabel(args) -> int:
+    from .data import read_records
+    from .tagger import load_tagger, relabel, write_relabelled
+    if not 0 <= args.min_confidence <= 1:
+        raise TagfaceError(f"--min-confidence {args.min_confidence}: allowed range is [0, 1]")
+    records = read_records(args.data)
+    labels, report = relabel(records, load_tagger(args.tagger), args.min_confidence)
+    write_relabelled(records, labels, args.out)
+    print(json.dumps(report, indent=2))
+    print(f"tagface: labelled {report['labelled']} more rows ({report['usable_before']} -> {report['usable_after']} "
+          f"usable of {report['rows']}); wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .data import load_datasets
+    from .evaluation import evaluate, write_report
+    from .sampling import FaceGenerator
+    from .tagger import load_tagger
+    gen = FaceGenerator.load(args.checkpoint)
+    tagger = load_tagger(args.tagger)
+    real = load_datasets(args.real, 64, args.cache_dir, verbose=True)
+    report = evaluate(gen, tagger, real, args.samples_per_tag, args.seed, args.truncation)
+    if args.inception:
+        from .inception import fid_kid
+        report.update(fid_kid(args.inception, gen, real, args.samples_per_tag, args.seed, args.truncation))
+    write_report(report, args.out)
+    g, fd = report["generated"], report["frechet_tagger"]
+    print(f"tagface: hair {g['hair']:.3f} eyes {g['eyes']:.3f} both {g['both']:.3f}; frechet (tagger features) "
+          f"{fd['generated_vs_real']:.3f} vs real-real {fd['real_vs_real']:.3f}; report in {args.out}")
     return 0
 
 
@@ -130,6 +214,44 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ncol", type=_positive(int), help="grid columns")
     g.add_argument("--device", default="cpu")
     g.set_defaults(func=cmd_generate)
+
+    tg = sub.add_parser("tagger", help="the hair/eye tagger: train, predict, relabel")
+    tsub = tg.add_subparsers(dest="tagger_command", required=True)
+    tt = tsub.add_parser("train", help="train a tagger on faces with exactly one hair and one eye colour")
+    tt.add_argument("--data", action="append", required=True, help="data folder (repeat to combine)")
+    tt.add_argument("--out", required=True, help="output .safetensors file")
+    tt.add_argument("--epochs", type=_positive(int), default=6)
+    tt.add_argument("--width", type=_positive(int), default=32)
+    tt.add_argument("--resolution", type=_positive(int), default=64)
+    tt.add_argument("--seed", type=int, default=0, help="seed of the training and of the held-out split")
+    tt.add_argument("--threads", type=_positive(int))
+    tt.add_argument("--cache-dir")
+    tt.add_argument("--no-progress", action="store_true")
+    tt.set_defaults(func=cmd_tagger_train)
+    tp = tsub.add_parser("predict", help="top hair and eye colours of images")
+    tp.add_argument("images", nargs="+")
+    tp.add_argument("--json", action="store_true", help="one JSON object per line")
+    tp.add_argument("--top", type=_positive(int), default=3)
+    tp.add_argument("--tagger", help="tagger file (default: the shipped one)")
+    tp.set_defaults(func=cmd_tagger_predict)
+    tr = tsub.add_parser("relabel", help="fill blank and resolve several-colour rows of a tags file")
+    tr.add_argument("--data", required=True, help="data folder or tags csv")
+    tr.add_argument("--out", required=True, help="output csv (id,hair,eyes,file), usable as --data")
+    tr.add_argument("--min-confidence", type=float, default=0.8)
+    tr.add_argument("--tagger", help="tagger file (default: the shipped one)")
+    tr.set_defaults(func=cmd_tagger_relabel)
+
+    e = sub.add_parser("evaluate", help="attribute accuracy, Frechet distance and diversity of a generator")
+    e.add_argument("--checkpoint", help="run directory or .safetensors (default: the shipped model)")
+    e.add_argument("--tagger", help="tagger file (default: the shipped one)")
+    e.add_argument("--real", action="append", required=True, help="real data folder (repeat to combine)")
+    e.add_argument("--samples-per-tag", type=_positive(int), default=8)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--truncation", type=float)
+    e.add_argument("--inception", help="pt_inception-2015-12-05 weights file for standard FID and KID")
+    e.add_argument("--out", required=True, help="report folder")
+    e.add_argument("--cache-dir")
+    e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("recipes", help="list the seed recipes")
     r.set_defaults(func=cmd_recipes)

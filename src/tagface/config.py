@@ -115,6 +115,8 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
         if not isinstance(value, bool):
             raise TagfaceError(f"{where}: expected true or false, got {value!r}")
         return value
+    if isinstance(value, bool) and not isinstance(default, str):
+        raise TagfaceError(f"{where}: expected {type(default).__name__}, got {value!r}")
     try:
         if isinstance(default, tuple):
             return tuple(float(v) for v in (value.split(",") if isinstance(value, str) else value))
@@ -153,6 +155,8 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) ->
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise TagfaceError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise TagfaceError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -161,6 +165,8 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) ->
         node = data
         for p in parents:
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise TagfaceError(f"--set {item!r}: {p} is not a section")
         node[leaf] = yaml.safe_load(value)
     data.setdefault("name", path.stem)
     return Recipe.from_dict(data, str(path))

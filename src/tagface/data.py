@@ -2,7 +2,8 @@
 
 Layouts (a folder holding tags.csv and an image folder):
   * course / MLDS: no header, lines ``<id>,<hair> hair <eye> eyes``, images in images/ (or faces/);
-  * adl: header ``id,hair,eyes``, colours ``;``-separated, blank where unknown.
+  * adl: header ``id,hair,eyes``, colours ``;``-separated, blank where unknown; an optional ``file`` column
+    names each image (relative to the csv or absolute), as `tagface tagger relabel` writes.
 Images are decoded and resized once into a cached uint8 tensor, so training epochs do no JPEG work.
 """
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .tags import EYE_COLOURS, HAIR_COLOURS, colour_set
 
 IMAGE_DIRS = ("images", "faces", ".")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Record:
     path: Path
     hair: set[str]
     eyes: set[str]
+    id: str = ""
 
 
 @dataclass
@@ -98,9 +100,9 @@ def read_records(folder: str | Path) -> list[Record]:
         rows = list(csv.reader(fh))
     if not rows:
         raise TagfaceError(f"{tags_path} is empty")
-    header = [c.strip().lower() for c in rows[0]]
+    header, cols = [c.strip().lower() for c in rows[0]], {}
     if "hair" in header and "eyes" in header:  # adl layout
-        cols = {name: header.index(name) for name in ("id", "hair", "eyes") if name in header}
+        cols = {name: header.index(name) for name in ("id", "hair", "eyes", "file") if name in header}
         if "id" not in cols:
             raise TagfaceError(f"{tags_path}: header {rows[0]} has no 'id' column")
         body, parse = rows[1:], lambda r: (colour_set(r[cols["hair"]], "hair"), colour_set(r[cols["eyes"]], "eyes"))
@@ -121,8 +123,11 @@ def read_records(folder: str | Path) -> list[Record]:
             stem = _stem(get_id(row))
         except (IndexError, TagfaceError) as err:
             raise TagfaceError(f"{tags_path}:{lineno}: cannot parse {','.join(row)!r}: {err}") from None
-        path = images.get(stem, root / "images" / f"{stem}.jpg")
-        records.append(Record(path, hair, eyes))
+        if "file" in cols and len(row) > cols["file"] and row[cols["file"]].strip():  # e.g. a relabelled csv
+            path = root / row[cols["file"]].strip()  # an absolute path stays absolute
+        else:
+            path = images.get(stem, root / "images" / f"{stem}.jpg")
+        records.append(Record(path, hair, eyes, stem))
     if not records:
         raise TagfaceError(f"{tags_path} has no rows")
     return records
@@ -148,6 +153,11 @@ def clean(records: list[Record]) -> tuple[list[Record], CleaningReport]:
     return kept, report
 
 
+def file_digest(data: bytes) -> int:
+    """A 63-bit content hash: byte-identical files share it, so splits can keep copies together."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") >> 1
+
+
 def decode(path: Path, resolution: int) -> np.ndarray | None:
     """Image file -> [3, R, R] uint8 (centre-cropped to a square), or None when unreadable."""
     try:
@@ -164,17 +174,38 @@ def decode(path: Path, resolution: int) -> np.ndarray | None:
         return None
 
 
-def _decode_job(args):
-    return decode(*args)
+def decode_many(paths: list[Path], resolution: int, workers: int | None = None) -> list[tuple[np.ndarray | None, int]]:
+    """(image or None, content digest) per path, decoded in worker processes when there are many."""
+    jobs = [(p, resolution) for p in paths]
+    workers = workers or min(os.cpu_count() or 1, 8)
+    if workers > 1 and len(jobs) > 256:
+        with Pool(workers) as pool:
+            return pool.map(_decode_job, jobs, chunksize=256)
+    return [_decode_job(j) for j in jobs]
+
+
+def _decode_job(args) -> tuple[np.ndarray | None, int]:
+    path, resolution = args
+    try:
+        digest = file_digest(Path(path).read_bytes())
+    except OSError:
+        return None, 0
+    return decode(path, resolution), digest
 
 
 @dataclass
 class FaceSet:
-    """Decoded faces: images [N, 3, R, R] uint8, hair [N] and eyes [N] int64 colour indices."""
+    """Decoded faces: images [N, 3, R, R] uint8, hair [N] and eyes [N] int64 colour indices, and each
+    source file's content digest [N] int64 (for splits that keep byte-identical copies together)."""
 
     images: torch.Tensor
     hair: torch.Tensor
     eyes: torch.Tensor
+    digest: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.digest is None:
+            self.digest = torch.arange(self.images.shape[0], dtype=torch.long)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -185,7 +216,10 @@ class FaceSet:
 
     @staticmethod
     def concat(sets: list["FaceSet"]) -> "FaceSet":
-        return FaceSet(*(torch.cat([getattr(s, k) for s in sets]) for k in ("images", "hair", "eyes")))
+        return FaceSet(*(torch.cat([getattr(s, k) for s in sets]) for k in ("images", "hair", "eyes", "digest")))
+
+    def subset(self, index: torch.Tensor) -> "FaceSet":
+        return FaceSet(self.images[index], self.hair[index], self.eyes[index], self.digest[index])
 
 
 def default_cache_dir() -> Path:
@@ -195,8 +229,9 @@ def default_cache_dir() -> Path:
 def _cache_key(tags_path: Path, records: list[Record], resolution: int) -> str:
     st = tags_path.stat()
     h = hashlib.sha1(json.dumps([CACHE_VERSION, str(tags_path.resolve()), st.st_size, st.st_mtime_ns, resolution]).encode())
-    for r in records:
-        h.update(str(r.path).encode())
+    for r in records:  # an image replaced in place changes its size or mtime, and so the key
+        st = r.path.stat()
+        h.update(f"{r.path}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:20]
 
 
@@ -211,28 +246,26 @@ def load_folder(folder: str | Path, resolution: int, cache_dir: str | Path | Non
     cache_file = cache / f"{_cache_key(tags_path, records, resolution)}.safetensors"
     if cache_file.exists():
         t = load_file(cache_file)
-        return FaceSet(t["images"], t["hair"], t["eyes"])
+        return FaceSet(t["images"], t["hair"], t["eyes"], t["digest"])
     if verbose:
         print(f"tagface: {folder}: {report}; decoding to {resolution}px (cached at {cache_file})", flush=True)
-    jobs = [(r.path, resolution) for r in records]
-    workers = workers or min(os.cpu_count() or 1, 8)
-    if workers > 1 and len(jobs) > 256:
-        with Pool(workers) as pool:
-            arrays = pool.map(_decode_job, jobs, chunksize=256)
-    else:
-        arrays = [decode(*j) for j in jobs]
+    results = decode_many([r.path for r in records], resolution, workers)
+    arrays = [a for a, _ in results]
     ok = [i for i, a in enumerate(arrays) if a is not None]
     if len(ok) < len(arrays):
-        warnings.warn(f"{folder}: skipped {len(arrays) - len(ok)} unreadable image(s), e.g. {records[arrays.index(None)].path}")
+        bad = next(i for i, a in enumerate(arrays) if a is None)
+        warnings.warn(f"{folder}: skipped {len(arrays) - len(ok)} unreadable image(s), e.g. {records[bad].path}")
     if not ok:
         raise TagfaceError(f"{folder}: none of {len(arrays)} images could be read")
     faces = FaceSet(
         torch.from_numpy(np.stack([arrays[i] for i in ok])),
         torch.tensor([HAIR_COLOURS.index(next(iter(records[i].hair))) for i in ok]),
         torch.tensor([EYE_COLOURS.index(next(iter(records[i].eyes))) for i in ok]),
+        torch.tensor([results[i][1] for i in ok], dtype=torch.long),
     )
     try:
-        atomic_save_tensors({"images": faces.images, "hair": faces.hair, "eyes": faces.eyes}, cache_file,
+        atomic_save_tensors({"images": faces.images, "hair": faces.hair, "eyes": faces.eyes, "digest": faces.digest},
+                            cache_file,
                             {"source": str(folder), "skipped": str(len(arrays) - len(ok))})
     except OSError as err:  # a read-only home must not stop training
         warnings.warn(f"could not write data cache {cache_file}: {err}")

@@ -50,14 +50,16 @@ def canonical(word: str) -> str:
     return SYNONYMS.get(word, word)
 
 
-def _check(colour: str, kind: str) -> str:
+def _check(word: str, kind: str) -> str:
     allowed = HAIR_COLOURS if kind == "hair" else EYE_COLOURS
-    colour = canonical(colour)
+    colour = canonical(word)
     if colour in allowed:
         return colour
-    close = difflib.get_close_matches(colour, allowed + tuple(SYNONYMS), n=1, cutoff=0.5)
+    noun = "hair" if kind == "hair" else "eye"
+    close = [c for c in difflib.get_close_matches(colour, allowed + tuple(SYNONYMS), n=3, cutoff=0.5)
+             if canonical(c) in allowed]
     hint = f"; did you mean '{canonical(close[0])}'?" if close else ""
-    raise TagfaceError(f"unknown {kind} colour '{colour}'{hint}; allowed {kind} colours: {' '.join(allowed)}")
+    raise TagfaceError(f"unknown {noun} colour '{word.strip().lower()}'{hint}; allowed {noun} colours: {' '.join(allowed)}")
 
 
 def parse_tags(text: str, *, allow_missing: bool = True) -> Tags:

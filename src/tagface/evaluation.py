@@ -1,0 +1,177 @@
+"""How good is a generator? Attribute accuracy judged by the tagger, Frechet distance and diversity in the
+tagger's feature space, and the same numbers for real held-out faces as the ceiling.
+
+The Frechet distance here is computed on tagger features, not Inception features: it is named
+`frechet_tagger` everywhere so it is never mistaken for FID.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from .checkpoint import atomic_write, atomic_write_text
+from .data import FaceSet
+from .losses import Labels
+from .sampling import FaceGenerator
+from .tagger import TaggerNet, extract_features, heldout_mask, per_colour_accuracy
+from .tags import EYE_COLOURS, HAIR_COLOURS, N_EYES, N_HAIR
+
+
+def feature_stats(features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    f = features.double().numpy()
+    return f.mean(0), np.cov(f, rowvar=False)
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1^1/2 S2 S1^1/2)^1/2), via symmetric eigendecompositions
+    (stable for the rank-deficient covariances small sample sets give)."""
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    s1, s2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
+    w, v = np.linalg.eigh(s1)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    cross = np.linalg.eigvalsh(root1 @ s2 @ root1)
+    tr_cross = np.sqrt(np.clip(cross, 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_cross)
+
+
+def diversity(features: torch.Tensor) -> float:
+    """Mean pairwise Euclidean distance between feature vectors; 0 when every face is the same."""
+    n = features.shape[0]
+    if n < 2:
+        return 0.0
+    d = torch.cdist(features.double(), features.double())
+    return (d.sum() / (n * (n - 1))).item()
+
+
+def confusion(pred: torch.Tensor, true: torch.Tensor, n: int) -> torch.Tensor:
+    """[n, n] counts: row = true class, column = predicted class."""
+    return torch.bincount(true * n + pred, minlength=n * n).view(n, n)
+
+
+def _per_pair_diversity(features: torch.Tensor, hair: torch.Tensor, eyes: torch.Tensor, min_count: int = 2) -> dict:
+    out = {}
+    for h in range(N_HAIR):
+        for e in range(N_EYES):
+            sel = (hair == h) & (eyes == e)
+            if int(sel.sum()) >= min_count:
+                out[f"{HAIR_COLOURS[h]}/{EYE_COLOURS[e]}"] = diversity(features[sel])
+    return out
+
+
+def evaluate(gen: FaceGenerator, tagger: TaggerNet, real: FaceSet, samples_per_tag: int = 8, seed: int = 0,
+             truncation: float | None = None, heldout_fraction: float = 0.1, max_real: int = 4000) -> dict:
+    t0 = time.perf_counter()
+    nh, ne = N_HAIR, N_EYES
+    labels = Labels(torch.arange(nh).repeat_interleave(ne * samples_per_tag),
+                    torch.arange(ne).repeat_interleave(samples_per_tag).repeat(nh))
+    fake = gen.draw(gen.noise(labels.hair.numel(), seed, truncation), labels)
+    fake_feat = extract_features(tagger, fake)
+    fake_logits = tagger.head(fake_feat)
+    fake_acc = per_colour_accuracy(fake_logits, labels.hair, labels.eyes)
+
+    held = heldout_mask(real.digest, heldout_fraction)
+    real_held = real.subset(held.nonzero().squeeze(1)) if held.sum() >= 16 else real
+    if len(real_held) > max_real:
+        real_held = real_held.subset(torch.randperm(len(real_held), generator=torch.Generator().manual_seed(seed))[:max_real])
+    real_feat = extract_features(tagger, real_held.images)
+    real_acc = per_colour_accuracy(tagger.head(real_feat), real_held.hair, real_held.eyes)
+
+    m = min(fake_feat.shape[0], real_feat.shape[0] // 2)
+    perm = torch.randperm(real_feat.shape[0], generator=torch.Generator().manual_seed(seed + 1))
+    real_a, real_b = real_feat[perm[:m]], real_feat[perm[m:2 * m]]
+    fake_sub = fake_feat[torch.randperm(fake_feat.shape[0], generator=torch.Generator().manual_seed(seed + 2))[:m]]
+    fd = frechet_distance(*feature_stats(fake_sub), *feature_stats(real_a))
+    fd_real = frechet_distance(*feature_stats(real_b), *feature_stats(real_a))
+
+    div_fake = _per_pair_diversity(fake_feat, labels.hair, labels.eyes)
+    div_real = _per_pair_diversity(real_feat, real_held.hair, real_held.eyes)
+    ratios = {k: div_fake[k] / v for k, v in div_real.items() if k in div_fake and v > 0}
+    return {
+        "checkpoint": str(gen.source), "step": gen.step, "recipe": gen.recipe.name,
+        "samples_per_tag": samples_per_tag, "truncation": truncation if truncation is not None else
+        gen.recipe.sample.truncation, "seed": seed,
+        "generated": {**fake_acc, "diversity_mean": float(np.mean(list(div_fake.values()))),
+                      "diversity_min": min(div_fake.values()), "diversity_per_pair": div_fake},
+        "real_heldout": {**real_acc, "diversity_mean": float(np.mean(list(div_real.values()))) if div_real else None,
+                         "diversity_per_pair": div_real},
+        "frechet_tagger": {"generated_vs_real": fd, "real_vs_real": fd_real,
+                           "ratio": fd / fd_real if fd_real > 0 else None, "n_per_set": m},
+        "diversity_ratio": {"mean": float(np.mean(list(ratios.values()))) if ratios else None,
+                            "min": min(ratios.values()) if ratios else None,
+                            "pairs_below_0.8": sorted(k for k, r in ratios.items() if r < 0.8)},
+        "confusion": {"hair": confusion(fake_logits[:, :nh].argmax(1), labels.hair, nh).tolist(),
+                      "eyes": confusion(fake_logits[:, nh:].argmax(1), labels.eyes, ne).tolist()},
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def confusion_image(matrix: list[list[int]], names: tuple[str, ...], title: str, cell: int = 28) -> Image.Image:
+    m = np.asarray(matrix, dtype=np.float64)
+    rows = m / np.maximum(m.sum(1, keepdims=True), 1)
+    left, top = 60, 70
+    n = len(names)
+    img = Image.new("RGB", (left + n * cell + 10, top + n * cell + 10), "white")
+    d = ImageDraw.Draw(img)
+    d.text((4, 4), title + " (rows: asked, columns: tagger)", fill="black")
+    for i, name in enumerate(names):
+        d.text((4, top + i * cell + cell // 3), name[:8], fill="black")
+        d.text((left + i * cell + 2, top - 14 - 12 * (i % 2)), name[:5], fill="black")
+        for j in range(n):
+            v = rows[i, j]
+            shade = int(255 * (1 - v))
+            d.rectangle([left + j * cell, top + i * cell, left + (j + 1) * cell - 1, top + (i + 1) * cell - 1],
+                        fill=(shade, shade, 255))
+            if v >= 0.05:
+                d.text((left + j * cell + 3, top + i * cell + 8), f"{v:.2f}"[1:] if v < 1 else "1.0",
+                       fill="white" if v > 0.5 else "black")
+    return img
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def markdown_report(r: dict) -> str:
+    g, real, fd = r["generated"], r["real_heldout"], r["frechet_tagger"]
+    lines = [
+        f"# tagface evaluation: {r['recipe']} at step {r['step']}", "",
+        f"checkpoint `{r['checkpoint']}`, {r['samples_per_tag']} samples per hair x eye pair, "
+        f"truncation {r['truncation']}, seed {r['seed']}", "",
+        "| | hair acc | eye acc | both | mean diversity |", "| --- | --- | --- | --- | --- |",
+        f"| generated | {_fmt(g['hair'])} | {_fmt(g['eyes'])} | {_fmt(g['both'])} | {_fmt(g['diversity_mean'])} |",
+        f"| real held-out (ceiling) | {_fmt(real['hair'])} | {_fmt(real['eyes'])} | {_fmt(real['both'])} | "
+        f"{_fmt(real['diversity_mean'])} |", "",
+        f"Frechet distance in the tagger's feature space (not Inception FID), {fd['n_per_set']} faces per set: "
+        f"generated vs real {_fmt(fd['generated_vs_real'])}, real vs real {_fmt(fd['real_vs_real'])}, "
+        f"ratio {_fmt(fd['ratio'])}.", "",
+        f"Diversity ratio generated / real per pair: mean {_fmt(r['diversity_ratio']['mean'])}, min "
+        f"{_fmt(r['diversity_ratio']['min'])}; lowest generated pair diversity {_fmt(g['diversity_min'])}; "
+        f"pairs below 0.8: {len(r['diversity_ratio']['pairs_below_0.8'])}.", "",
+        "| hair colour | accuracy |", "| --- | --- |",
+        *[f"| {c} | {_fmt(v)} |" for c, v in g["per_hair"].items()], "",
+        "| eye colour | accuracy |", "| --- | --- |",
+        *[f"| {c} | {_fmt(v)} |" for c, v in g["per_eyes"].items()], "",
+        "![confusion](confusion.png)", "",
+    ]
+    for key in ("fid", "kid"):
+        if key in r:
+            lines.insert(8, f"Inception {key.upper()} (pt_inception-2015-12-05): {_fmt(r[key])}")
+    return "\n".join(lines)
+
+
+def write_report(r: dict, out: str | Path) -> None:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "report.json", json.dumps(r, indent=2))
+    atomic_write_text(out / "report.md", markdown_report(r))
+    a = confusion_image(r["confusion"]["hair"], HAIR_COLOURS, "hair")
+    b = confusion_image(r["confusion"]["eyes"], EYE_COLOURS, "eyes")
+    both = Image.new("RGB", (a.width + b.width, max(a.height, b.height)), "white")
+    both.paste(a, (0, 0))
+    both.paste(b, (a.width, 0))
+    atomic_write(out / "confusion.png", lambda tmp: both.save(tmp, format="PNG"))

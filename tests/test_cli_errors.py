@@ -1,0 +1,131 @@
+"""Bad input to the CLI ends in exit code 2 and one line 'tagface: error: ...' on stderr, never a traceback."""
+import warnings
+
+import pytest
+import torch
+
+from tagface.cli import main
+from tagface.config import Recipe
+from tagface.models import build_generator
+from tagface.sampling import save_generator
+from tagface.tags import TagFrequencies
+
+
+@pytest.fixture(autouse=True)
+def _restore_formatwarning(monkeypatch):
+    # main() replaces warnings.formatwarning process-wide; put it back after each test
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+
+
+@pytest.fixture
+def tiny_generator(tmp_path):
+    """A real (untrained) generator file, as small as the DCGAN generator allows."""
+    recipe = Recipe()
+    recipe.model.z_dim, recipe.model.embed_dim, recipe.model.g_channels = 4, 0, 2
+    recipe.train.resolution = 32
+    torch.manual_seed(0)
+    G = build_generator(recipe.model, recipe.train.resolution)
+    path = tmp_path / "generator.safetensors"
+    save_generator(G, recipe, TagFrequencies.uniform(), path)
+    return path
+
+
+def run_error(capsys, argv):
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("tagface: error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_generate_valid_tags_work(capsys, tiny_generator, tmp_path):
+    # the control for the error tests below: the same call with good tags succeeds
+    out = tmp_path / "ok.png"
+    assert main(["generate", "blue hair red eyes", "-n", "2", "--checkpoint", str(tiny_generator),
+                 "--out", str(out)]) == 0
+    assert out.exists()
+    assert "error" not in capsys.readouterr().err
+
+
+def test_generate_unknown_colour(capsys, tiny_generator, tmp_path):
+    out = tmp_path / "grid.png"
+    line = run_error(capsys, ["generate", "bleu hair red eyes", "-n", "1", "--checkpoint", tiny_generator,
+                              "--out", out])
+    assert "'bleu'" in line and "did you mean 'blue'" in line
+    assert not out.exists()
+
+
+def test_generate_missing_checkpoint(capsys, tmp_path):
+    missing = tmp_path / "nope.safetensors"
+    line = run_error(capsys, ["generate", "blue hair red eyes", "--checkpoint", missing, "--out", tmp_path / "g.png"])
+    assert str(missing) in line and "does not exist" in line
+
+
+def test_generate_reports_a_tag_typo_before_loading_any_model(capsys, tmp_path):
+    line = run_error(capsys, ["generate", "bleu hair", "--checkpoint", tmp_path / "nope.safetensors"])
+    assert "unknown hair colour 'bleu'" in line and "did you mean 'blue'" in line
+
+
+def test_generate_corrupt_checkpoint(capsys, tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"garbage" * 10)
+    line = run_error(capsys, ["generate", "blue hair red eyes", "--checkpoint", bad, "--out", tmp_path / "g.png"])
+    assert str(bad) in line
+
+
+def test_generate_needs_exactly_one_source_of_tags(capsys, tiny_generator, tmp_path):
+    line = run_error(capsys, ["generate", "blue hair", "--tag-grid", "--checkpoint", tiny_generator])
+    assert "exactly one" in line
+    run_error(capsys, ["generate", "--checkpoint", tiny_generator])
+
+
+def test_generate_bad_tags_file_line(capsys, tiny_generator, tmp_path):
+    tags_file = tmp_path / "testing_text.txt"
+    tags_file.write_text("1,blue hair red eyes\n2,yellow hair blue eyes\n")
+    line = run_error(capsys, ["generate", "--tags-file", tags_file, "--checkpoint", tiny_generator,
+                              "--out", tmp_path / "samples"])
+    assert f"{tags_file}:2" in line
+
+
+def test_train_nonexistent_data(capsys, tmp_path):
+    missing = tmp_path / "no-such-data"
+    line = run_error(capsys, ["train", "--config", "seed-dcgan-cls", "--data", missing, "--out", tmp_path / "run",
+                              "--device", "cpu", "--no-progress"])
+    assert str(missing) in line and "does not exist" in line
+
+
+def test_train_unknown_config(capsys, make_dataset, tmp_path):
+    ds = make_dataset([(0, "blue", "red")])
+    line = run_error(capsys, ["train", "--config", "seed-nope", "--data", ds.path, "--out", tmp_path / "run",
+                              "--device", "cpu"])
+    assert "seed-nope" in line and "seed-dcgan-cls" in line
+
+
+def test_train_bad_override(capsys, make_dataset, tmp_path):
+    ds = make_dataset([(0, "blue", "red")])
+    line = run_error(capsys, ["train", "--config", "seed-dcgan-cls", "--set", "train.lr_gg=1", "--data", ds.path,
+                              "--out", tmp_path / "run", "--device", "cpu"])
+    assert "lr_gg" in line
+
+
+def test_train_resume_into_empty_dir(capsys, tmp_path):
+    empty = tmp_path / "empty-run"
+    empty.mkdir()
+    line = run_error(capsys, ["train", "--resume", "--out", empty, "--device", "cpu"])
+    assert "--resume" in line and str(empty) in line
+
+
+def test_train_without_config_or_data(capsys, make_dataset, tmp_path):
+    ds = make_dataset([(0, "blue", "red")])
+    assert "--config" in run_error(capsys, ["train", "--data", ds.path, "--out", tmp_path / "run"])
+    assert "--data" in run_error(capsys, ["train", "--config", "seed-dcgan-cls", "--out", tmp_path / "run"])
+
+
+def test_train_data_with_unknown_colour(capsys, make_dataset, tmp_path):
+    ds = make_dataset([(0, "blue", "red"), (1, "bleu", "red")])
+    line = run_error(capsys, ["train", "--config", "seed-dcgan-cls", "--data", ds.path, "--out", tmp_path / "run",
+                              "--device", "cpu"])
+    assert str(ds.path / "tags.csv") in line

@@ -1,0 +1,140 @@
+import dataclasses
+
+import pytest
+import yaml
+
+from tagface.config import Recipe, list_recipes, load_recipe, recipe_dir
+from tagface.errors import TagfaceError
+
+SEEDS = ["seed-acgan-dcgan", "seed-dcgan-cls", "seed-srresnet-dragan", "seed-wgan-gp"]
+
+
+def test_list_recipes_has_the_four_seeds():
+    assert list_recipes() == SEEDS
+
+
+@pytest.mark.parametrize("name", SEEDS)
+def test_every_seed_recipe_loads(name):
+    recipe = load_recipe(name)
+    assert isinstance(recipe, Recipe)
+    assert recipe.name == name
+    assert recipe.description
+    raw = yaml.safe_load((recipe_dir() / f"{name}.yaml").read_text())
+    # every value written in the file arrives in the recipe (betas as a tuple of floats)
+    for section in ("model", "loss", "train", "sample"):
+        for key, value in raw.get(section, {}).items():
+            got = getattr(getattr(recipe, section), key)
+            assert got == (tuple(value) if isinstance(value, list) else value), f"{section}.{key}"
+    assert isinstance(recipe.train.betas, tuple) and all(isinstance(b, float) for b in recipe.train.betas)
+
+
+def test_seed_recipes_differ_where_the_reports_say():
+    wgan, dcgan = load_recipe("seed-wgan-gp"), load_recipe("seed-dcgan-cls")
+    assert wgan.loss.penalty == "wgan-gp" and wgan.train.betas == (0.0, 0.9) and wgan.train.d_steps == 5
+    assert dcgan.loss.conditioning == "matching" and dcgan.train.g_steps == 2
+    assert load_recipe("seed-srresnet-dragan").model.generator == "srresnet"
+
+
+def test_overrides_apply():
+    base = load_recipe("seed-dcgan-cls")
+    recipe = load_recipe("seed-dcgan-cls", ["train.lr_g=1e-4", "train.batch_size=8", "model.spectral_norm=true",
+                                            "train.betas=0.1,0.2", "loss.adversarial=hinge", "name=mine"])
+    assert recipe.train.lr_g == 1e-4 and isinstance(recipe.train.lr_g, float)
+    assert recipe.train.batch_size == 8 and isinstance(recipe.train.batch_size, int)
+    assert recipe.model.spectral_norm is True
+    assert recipe.train.betas == (0.1, 0.2)
+    assert recipe.loss.adversarial == "hinge"
+    assert recipe.name == "mine"
+    # untouched values stay as they were
+    assert recipe.train.lr_d == base.train.lr_d and recipe.model == dataclasses.replace(base.model, spectral_norm=True)
+
+
+def test_override_integral_float_for_int_is_accepted():
+    assert load_recipe("seed-dcgan-cls", ["train.steps=2e3"]).train.steps == 2000
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("train.lr_gg=1e-4", "lr_gg"),
+    ("trian.lr_g=1e-4", "trian"),
+    ("model.nonsense=1", "nonsense"),
+])
+def test_unknown_key_is_an_error(override, fragment):
+    with pytest.raises(TagfaceError, match=fragment) as info:
+        load_recipe("seed-dcgan-cls", [override])
+    assert "unknown key" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("override", [
+    "train.batch_size=abc",
+    "train.steps=1.5",
+    "train.lr_g=fast",
+    "model.spectral_norm=maybe",
+    "model.generator=5",
+    "train.lr_g=",
+    "train.betas=a,b",
+])
+def test_bad_type_is_an_error(override):
+    with pytest.raises(TagfaceError) as info:
+        load_recipe("seed-dcgan-cls", [override])
+    assert override.split("=")[0] in str(info.value)
+
+
+@pytest.mark.parametrize("override", ["train.lr_g", "=3"])
+def test_malformed_override_is_an_error(override):
+    with pytest.raises(TagfaceError, match="SECTION.KEY=VALUE"):
+        load_recipe("seed-dcgan-cls", [override])
+
+
+def test_override_below_a_scalar_is_a_tagface_error():
+    with pytest.raises(TagfaceError):
+        load_recipe("seed-dcgan-cls", ["train.lr_g.x=1"])
+
+
+def test_unknown_config_name_lists_the_seeds(tmp_path):
+    with pytest.raises(TagfaceError) as info:
+        load_recipe("seed-nope")
+    msg = str(info.value)
+    assert "seed-nope" in msg and all(name in msg for name in SEEDS)
+    with pytest.raises(TagfaceError, match="not found"):
+        load_recipe(tmp_path / "missing.yaml")
+
+
+def test_load_by_name_and_by_path_agree():
+    for name in SEEDS:
+        by_name = load_recipe(name)
+        by_yaml_name = load_recipe(f"{name}.yaml")
+        by_path = load_recipe(recipe_dir() / f"{name}.yaml")
+        assert by_name == by_path == by_yaml_name
+
+
+def test_to_yaml_round_trips(tmp_path):
+    for name in SEEDS:
+        recipe = load_recipe(name, ["train.lr_g=3e-4", "sample.truncation=0.7"])
+        text = recipe.to_yaml()
+        assert Recipe.from_dict(yaml.safe_load(text)) == recipe
+        path = tmp_path / f"{name}-copy.yaml"
+        path.write_text(text)
+        assert load_recipe(path) == recipe  # the stored name wins over the file name
+
+
+def test_from_dict_errors():
+    with pytest.raises(TagfaceError, match="expected a mapping"):
+        Recipe.from_dict({"train": None})
+    with pytest.raises(TagfaceError, match="expected a mapping"):
+        Recipe.from_dict(["train"])
+    assert Recipe.from_dict({}) == Recipe()
+
+
+def test_invalid_yaml_is_one_line_error(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train: [1, 2\nmodel: {\n")
+    with pytest.raises(TagfaceError, match="invalid YAML") as info:
+        load_recipe(path)
+    assert "\n" not in str(info.value)
+
+
+def test_non_mapping_yaml_file_is_a_tagface_error(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- train\n- model\n")
+    with pytest.raises(TagfaceError, match="expected a mapping"):
+        load_recipe(path)

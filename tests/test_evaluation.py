@@ -1,0 +1,184 @@
+"""Metric maths on known cases, the tagger's split, training, relabelling and the evaluate report."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tagface.cli import main
+from tagface.data import FaceSet, load_folder, read_records
+from tagface.evaluation import confusion, diversity, evaluate, feature_stats, frechet_distance, write_report
+from tagface.sampling import FaceGenerator
+from tagface.tagger import (TaggerNet, accuracy, heldout_mask, load_tagger, relabel, save_tagger, train_tagger,
+                            write_relabelled)
+from tagface.tags import EYE_COLOURS, HAIR_COLOURS, N_HAIR, N_TAGS
+from tagface.training import Trainer
+
+from test_models_losses import random_faces, tiny_recipe
+
+
+def test_frechet_of_a_set_with_itself_is_zero():
+    f = torch.randn(500, 16, generator=torch.Generator().manual_seed(0))
+    mu, sigma = feature_stats(f)
+    assert abs(frechet_distance(mu, sigma, mu, sigma)) < 1e-6
+
+
+def test_frechet_of_two_gaussians_matches_the_closed_form():
+    rng = np.random.default_rng(0)
+    mu1, mu2 = rng.normal(size=5), rng.normal(size=5)
+    s1, s2 = rng.uniform(0.5, 2, 5), rng.uniform(0.5, 2, 5)
+    expected = ((mu1 - mu2) ** 2).sum() + (s1 + s2 - 2 * np.sqrt(s1 * s2)).sum()
+    assert frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-9)
+    # a shared rotation changes neither distance
+    q, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+    rotated = frechet_distance(q @ mu1, q @ np.diag(s1) @ q.T, q @ mu2, q @ np.diag(s2) @ q.T)
+    assert rotated == pytest.approx(expected, rel=1e-6)
+    # 1-D: (m1 - m2)^2 + (sd1 - sd2)^2
+    assert frechet_distance([1.0], [[4.0]], [3.0], [[9.0]]) == pytest.approx(4 + 1)
+
+
+def test_frechet_from_samples_approaches_the_closed_form():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(20000, 3, generator=g, dtype=torch.float64)
+    b = torch.randn(20000, 3, generator=g, dtype=torch.float64) * 2 + 1
+    expected = 3 * 1 + 3 * (1 + 4 - 2 * 2)
+    assert frechet_distance(*feature_stats(a), *feature_stats(b)) == pytest.approx(expected, rel=0.05)
+
+
+def test_accuracy_and_confusion_on_a_hand_made_set():
+    hair, eyes = torch.tensor([0, 1, 2, 2]), torch.tensor([3, 3, 4, 5])
+    logits = torch.zeros(4, N_TAGS)
+    for i, (h, e) in enumerate([(0, 3), (1, 4), (1, 4), (2, 5)]):  # hair right 3/4, eyes right 2/4, both 1/4... see below
+        logits[i, h] = 5
+        logits[i, N_HAIR + e] = 5
+    acc = accuracy(logits, hair, eyes)
+    assert (acc.hair, acc.eyes, acc.both, acc.n) == (0.75, 0.75, 0.5, 4)
+    m = confusion(logits[:, :N_HAIR].argmax(1), hair, 3)
+    assert m.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+
+
+def test_diversity_is_zero_for_identical_faces_and_positive_otherwise():
+    net = TaggerNet(width=4, resolution=32)
+    same = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8).repeat(6, 1, 1, 1)
+    net.eval()
+    with torch.no_grad():
+        assert diversity(net.features(same)) == pytest.approx(0.0, abs=1e-6)
+        assert diversity(net.features(torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8))) > 0
+    assert diversity(torch.tensor([[0.0, 0.0], [3.0, 4.0]])) == pytest.approx(5.0)
+
+
+def test_heldout_split_keeps_identical_files_together_and_is_seeded():
+    digest = torch.arange(2000).repeat_interleave(2)  # every file has a byte-identical copy
+    mask = heldout_mask(digest, 0.1, seed=0)
+    assert torch.equal(mask[0::2], mask[1::2])
+    assert 0.06 < mask.float().mean() < 0.14
+    assert torch.equal(mask, heldout_mask(digest, 0.1, seed=0))
+    assert not torch.equal(mask, heldout_mask(digest, 0.1, seed=1))
+
+
+def colour_coded_faces(n: int, res: int = 32, seed: int = 0) -> FaceSet:
+    """Top half painted by hair colour, bottom half by eye colour: a learnable toy tagging problem."""
+    g = torch.Generator().manual_seed(seed)
+    hair, eyes = torch.randint(0, 12, (n,), generator=g), torch.randint(0, 11, (n,), generator=g)
+    palette = torch.randint(0, 256, (23, 3), generator=torch.Generator().manual_seed(99))
+    img = torch.zeros(n, 3, res, res, dtype=torch.uint8)
+    img[:, :, : res // 2] = palette[hair][:, :, None, None]
+    img[:, :, res // 2:] = palette[N_HAIR + eyes][:, :, None, None]
+    return FaceSet(img, hair, eyes, torch.arange(n))
+
+
+def test_tagger_learns_a_toy_colour_code():
+    torch.manual_seed(0)
+    faces = colour_coded_faces(768)
+    net, report = train_tagger(faces, epochs=4, batch_size=64, lr=3e-3, width=8, progress=False)
+    h = report["heldout"]
+    assert h["n"] == report["heldout_faces"] > 0
+    assert h["hair"] > 0.5 and h["eyes"] > 0.5  # chance is 1/12 and 1/11
+
+
+def test_tagger_save_load_round_trip(tmp_path):
+    net = TaggerNet(width=4, resolution=32).eval()
+    save_tagger(net, tmp_path / "t.safetensors", {"note": "x"})
+    loaded = load_tagger(tmp_path / "t.safetensors")
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    assert torch.allclose(net(x), loaded(x), atol=0.05)  # stored in fp16
+
+
+class ColourTagger(TaggerNet):
+    """A stand-in tagger: confident 'blue' hair for bluish images, unsure otherwise; always 'red' eyes."""
+
+    def __init__(self):
+        super().__init__(width=2, resolution=16)
+
+    def forward(self, x):
+        x = self.prepare(x)
+        blue = (x[:, 2].mean((1, 2)) > 0).float()
+        logits = torch.zeros(x.shape[0], N_TAGS)
+        logits[:, HAIR_COLOURS.index("blue")] = 10 * blue
+        logits[:, N_HAIR + EYE_COLOURS.index("red")] = 10
+        return logits
+
+
+def write_adl_folder(root, rows):
+    (root / "faces").mkdir(parents=True)
+    with open(root / "tags.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "hair", "eyes"])
+        for ident, hair, eyes, rgb in rows:
+            Image.new("RGB", (24, 24), rgb).save(root / "faces" / f"{ident}.jpg")
+            w.writerow([ident, hair, eyes])
+    return root
+
+
+def test_relabel_fills_blanks_resolves_several_and_reports_agreement(tmp_path, monkeypatch):
+    monkeypatch.setenv("TAGFACE_CACHE", str(tmp_path / "cache"))
+    data = write_adl_folder(tmp_path / "adl", [
+        (1, "", "red", (0, 0, 255)),          # blank hair, bluish: filled with blue
+        (2, "blue;pink", "", (0, 0, 255)),    # several hair: resolved to blue; blank eyes: filled red
+        (3, "", "red", (255, 0, 0)),          # reddish: tagger unsure of hair -> stays blank
+        (4, "blue", "red", (0, 0, 255)),      # known: agrees
+        (5, "pink", "red", (0, 0, 255)),      # known: disagrees on hair
+    ])
+    records = read_records(data)
+    labels, report = relabel(records, ColourTagger(), min_conf=0.9)
+    assert labels[0] == ({"blue"}, {"red"})
+    assert labels[1] == ({"blue"}, {"red"})
+    assert labels[2] == (set(), {"red"})
+    assert labels[4] == ({"pink"}, {"red"})  # known labels are never overwritten
+    assert report["usable_before"] == 2 and report["usable_after"] == 4 and report["labelled"] == 2
+    assert report["agreement"]["all"] == {"hair": 0.5, "eyes": 1.0, "both": 0.5, "n": 2}
+    out = tmp_path / "elsewhere" / "relabelled.csv"
+    write_relabelled(records, labels, out)
+    faces = load_folder(out, 32)  # a relabelled csv is a valid training input, wherever it lies
+    assert len(faces) == 4 and set(faces.hair.tolist()) == {HAIR_COLOURS.index("blue"), HAIR_COLOURS.index("pink")}
+
+
+def test_evaluate_writes_json_markdown_and_confusion(tmp_path):
+    Trainer(tiny_recipe("seed-acgan-dcgan"), random_faces(), tmp_path / "run", progress=False).fit(1)
+    gen = FaceGenerator.load(tmp_path / "run")
+    real = colour_coded_faces(400, res=32)
+    r = evaluate(gen, TaggerNet(width=4, resolution=32).eval(), real, samples_per_tag=2)
+    assert r["samples_per_tag"] == 2 and len(r["generated"]["diversity_per_pair"]) == 132
+    assert 0 <= r["generated"]["hair"] <= 1 and r["frechet_tagger"]["generated_vs_real"] >= 0
+    assert sum(map(sum, r["confusion"]["hair"])) == 12 * 11 * 2
+    write_report(r, tmp_path / "report")
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["step"] == 1
+    assert "not Inception FID" in (tmp_path / "report" / "report.md").read_text()
+    with Image.open(tmp_path / "report" / "confusion.png") as im:
+        assert im.width > 300
+
+
+def test_tagger_predict_json_lines(tmp_path, capsys):
+    save_tagger(TaggerNet(width=4, resolution=32).eval(), tmp_path / "t.safetensors")
+    paths = []
+    for i, rgb in enumerate([(0, 0, 255), (255, 255, 0)]):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.new("RGB", (40, 40), rgb).save(paths[-1])
+    assert main(["tagger", "predict", *paths, "--json", "--tagger", str(tmp_path / "t.safetensors")]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["path"] for r in rows] == paths
+    assert all(set(r) == {"path", "hair", "eyes", "hair_p", "eyes_p"} for r in rows)
+    assert all(r["hair"] in HAIR_COLOURS and 0 < r["hair_p"] <= 1 for r in rows)
+    assert main(["tagger", "predict", str(tmp_path / "missing.png"), "--tagger", str(tmp_path / "t.safetensors")]) == 2
