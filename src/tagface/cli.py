@@ -53,17 +53,28 @@ def cmd_train(args) -> int:
         recipe, data_paths = load_recipe(args.config, args.set), args.data
     if args.threads:
         torch.set_num_threads(args.threads)
+    from . import distributed
     device = _device(args.device)
-    data = load_datasets(data_paths, recipe.train.resolution, args.cache_dir)
-    trainer = Trainer(recipe, data, out, device=device, data_paths=data_paths, progress=not args.no_progress)
-    if args.resume:
-        trainer.resume()
-    steps = args.steps or recipe.train.steps
-    print(f"tagface: training {recipe.name} on {len(data)} faces at {recipe.train.resolution}px, "
-          f"step {trainer.step} -> {steps}, device {device}, out {out}", file=sys.stderr)
-    logs = trainer.fit(steps)
-    print(f"tagface: done at step {trainer.step}: {logs.get('img_per_s', 0):.1f} img/s; "
-          f"generator at {out / 'generator.safetensors'}", file=sys.stderr)
+    dist = distributed.init(device)  # torchrun: one process per rank, gloo on CPU, nccl on CUDA
+    if dist.active and device.startswith("cuda"):
+        device = f"cuda:{dist.local_rank}"
+    try:
+        data = load_datasets(data_paths, recipe.train.resolution, args.cache_dir, verbose=dist.main)
+        trainer = Trainer(recipe, data, out, device=device, data_paths=data_paths, progress=not args.no_progress)
+        if args.resume:
+            trainer.resume()
+        steps = args.steps or recipe.train.steps
+        say = (lambda msg: print(msg, file=sys.stderr)) if dist.main else (lambda msg: None)
+        say(f"tagface: training {recipe.name} on {len(data)} faces at {recipe.train.resolution}px, step {trainer.step} "
+            f"-> {steps}, device {device}" + (f" x {dist.world} processes" if dist.active else "") + f", out {out}")
+        logs = trainer.fit(steps)
+        say(f"tagface: done at step {trainer.step}: {logs.get('img_per_s', 0):.1f} img/s; "
+            f"generator at {out / 'generator.safetensors'}")
+    finally:
+        if dist.active:
+            import torch.distributed
+            torch.distributed.barrier()  # rank 0 may still be writing; leave together
+            torch.distributed.destroy_process_group()
     return 0
 
 
@@ -185,6 +196,13 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .serving import serve
+    serve(args.checkpoint, host=args.host, port=args.port, max_concurrent=args.max_concurrent, queue=args.queue,
+          wait_s=args.wait, threads=args.threads, access_log=not args.no_access_log)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tagface", description="Anime faces from tags such as 'blue hair red eyes'.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -252,6 +270,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="report folder")
     e.add_argument("--cache-dir")
     e.set_defaults(func=cmd_evaluate)
+
+    sv = sub.add_parser("serve", help="the studio: a web page and JSON API for drawing faces")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    sv.add_argument("--checkpoint", help="run directory or .safetensors file (default: the shipped model)")
+    sv.add_argument("--max-concurrent", type=_positive(int), help="model calls at once (default: CPU cores, at most 4)")
+    sv.add_argument("--queue", type=int, default=8, help="requests that may wait for a model call; more get 503 (default 8)")
+    sv.add_argument("--wait", type=float, default=5.0, help="seconds a request may wait before a 503 (default 5)")
+    sv.add_argument("--threads", type=_positive(int), default=1, help="torch threads per model call (default 1)")
+    sv.add_argument("--no-access-log", action="store_true", help="do not log each request")
+    sv.set_defaults(func=cmd_serve)
 
     r = sub.add_parser("recipes", help="list the seed recipes")
     r.set_defaults(func=cmd_recipes)

@@ -11,10 +11,12 @@ Run directory layout:
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -22,6 +24,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from . import __version__
+from . import distributed
 from .checkpoint import atomic_write_text, load_state, save_state
 from .config import Recipe
 from .data import FaceSet, augment, to_float
@@ -80,13 +83,16 @@ class ReplayBuffer:
 
 
 class BatchSampler:
-    """Epochs of random permutations drawn from the trainer's generator; its cursor is saved for resume."""
+    """Epochs of random permutations; its cursor is saved for resume. Every rank draws the same global
+    batch from the same generator and keeps its own slice, so ranks see disjoint shards of the data."""
 
-    def __init__(self, n: int, batch_size: int, rng: torch.Generator):
+    def __init__(self, n: int, batch_size: int, rng: torch.Generator, rank: int = 0, world: int = 1):
         if n < batch_size:
             raise TagfaceError(f"the data has {n} usable images, fewer than the batch size {batch_size}; "
                                f"lower train.batch_size with --set train.batch_size=N")
-        self.n, self.batch_size, self.rng = n, batch_size, rng
+        if batch_size % world:
+            raise TagfaceError(f"train.batch_size {batch_size} (the global batch) must divide by the {world} processes")
+        self.n, self.batch_size, self.rng, self.rank, self.local = n, batch_size, rng, rank, batch_size // world
         self.perm, self.cursor, self.epoch = torch.randperm(n, generator=rng), 0, 0
 
     def next(self) -> torch.Tensor:
@@ -94,7 +100,7 @@ class BatchSampler:
             self.perm, self.cursor, self.epoch = torch.randperm(self.n, generator=self.rng), 0, self.epoch + 1
         idx = self.perm[self.cursor:self.cursor + self.batch_size]
         self.cursor += self.batch_size
-        return idx
+        return idx[self.rank * self.local:(self.rank + 1) * self.local]
 
     def state_dict(self) -> dict:
         return {"perm": self.perm, "cursor": self.cursor, "epoch": self.epoch}
@@ -119,16 +125,29 @@ class Trainer:
         t = recipe.train
         if data.resolution != t.resolution:
             raise TagfaceError(f"data is {data.resolution}px but the recipe trains at {t.resolution}px")
-        torch.manual_seed(t.seed)
-        self.rng = torch.Generator().manual_seed(t.seed)
+        self.dist = distributed.current()
+        torch.manual_seed(t.seed)  # same initial weights on every rank
+        self.data_rng = torch.Generator().manual_seed(t.seed)  # data order: shared by all ranks
+        self.rng = torch.Generator().manual_seed(t.seed + 1 + self.dist.rank)  # noise, augmentation: per rank
         self.objective = GANObjective(recipe.loss, extra_g_losses)
         cond = self.objective.conditioning
         self.G = build_generator(recipe.model, t.resolution).to(self.device)
         self.D = build_discriminator(recipe.model, t.resolution, cond.reads_labels, cond.heads).to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.G_train, self.D_train = self.G, self.D  # what the losses call: DDP wrappers when distributed
+        if self.dist.active:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            ids = [self.device.index or 0] if self.device.type == "cuda" else None
+            # batch norm over the global batch; buffers need no broadcast since the statistics are shared
+            with warnings.catch_warnings():  # broadcast_buffers=False is exactly what is meant; its rename warns
+                warnings.simplefilter("ignore", FutureWarning)
+                warnings.simplefilter("ignore", UserWarning)
+                self.G_train = DDP(distributed.convert_batchnorm(self.G), device_ids=ids, broadcast_buffers=False)
+                self.D_train = DDP(distributed.convert_batchnorm(self.D), device_ids=ids, broadcast_buffers=False)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=t.betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=t.betas)
-        self.sampler = BatchSampler(len(data), t.batch_size, self.rng)
+        self.sampler = BatchSampler(len(data), t.batch_size, self.data_rng, self.dist.rank, self.dist.world)
+        self.local_batch = self.sampler.local
         self.replay = ReplayBuffer(t.replay_size, t.replay_prob) if t.replay_size else None
         self.freq = TagFrequencies.from_labels(data.hair, data.eyes)
         self.step = 0
@@ -152,19 +171,20 @@ class Trainer:
             real, labels = self._real_batch()
             fake_labels = labels.permute(torch.randperm(real.shape[0], generator=self.rng).to(self.device))
             with torch.no_grad():
-                fake = self.G(self._noise(real.shape[0]), fake_labels.onehot)
+                fake = self.G_train(self._noise(real.shape[0]), fake_labels.onehot)
             if self.replay is not None:
                 fake, fake_labels = self.replay.mix(fake, fake_labels, self.rng)
-            loss, logs_d = self.objective.d_loss(self.D, real, labels, fake, fake_labels, self.rng)
+            loss, logs_d = self.objective.d_loss(self.D_train, real, labels, fake, fake_labels, self.rng)
             self.opt_d.zero_grad(set_to_none=True)
             loss.backward()
             self.opt_d.step()
             logs.update(logs_d)
         for _ in range(t.g_steps):
-            idx = torch.randint(0, len(self.data), (t.batch_size,), generator=self.rng)
+            idx = torch.randint(0, len(self.data), (self.local_batch,), generator=self.rng)
             fake_labels = Labels(self.data.hair[idx].to(self.device), self.data.eyes[idx].to(self.device))
-            fake = self.G(self._noise(t.batch_size), fake_labels.onehot)
-            loss, logs_g = self.objective.g_loss(self.D, fake, fake_labels)
+            fake = self.G_train(self._noise(self.local_batch), fake_labels.onehot)
+            with self._no_d_sync():  # D's gradients from G's step are discarded: skip their all-reduce
+                loss, logs_g = self.objective.g_loss(self.D_train, fake, fake_labels)
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward()
             self.opt_g.step()
@@ -177,27 +197,39 @@ class Trainer:
         self.step += 1
         return logs
 
+    def _no_d_sync(self):
+        return self.D_train.no_sync() if self.dist.active else contextlib.nullcontext()
+
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
+        """The full state; collective under torchrun (every rank's RNG state is gathered)."""
         return {
             "step": self.step, "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "sampler": self.sampler.state_dict(),
-            "rng": self.rng.get_state(), "torch_rng": torch.get_rng_state(),
+            "data_rng": self.data_rng.get_state(), "rng": distributed.gather_tensors(self.rng.get_state()),
+            "torch_rng": torch.get_rng_state(),
             "replay": self.replay.state_dict() if self.replay else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
+        if len(state["rng"]) != self.dist.world:
+            raise TagfaceError(f"the checkpoint was written by {len(state['rng'])} process(es); resume it with as many "
+                               f"(this run has {self.dist.world})")
         self.step = state["step"]
         for name in ("G", "D", "G_ema", "opt_g", "opt_d", "sampler"):
             getattr(self, name).load_state_dict(state[name])
-        self.rng.set_state(state["rng"])
+        self.data_rng.set_state(state["data_rng"])
+        self.rng.set_state(state["rng"][self.dist.rank])
         torch.set_rng_state(state["torch_rng"])
         if self.replay is not None and state["replay"] is not None:
             self.replay.load_state_dict(state["replay"])
 
     def save(self) -> None:
+        state = self.state_dict()  # every rank takes part; only the main one writes
+        if not self.dist.main:
+            return
         meta = {"tagface.version": __version__, "tagface.recipe": json.dumps(self.recipe.to_dict())}
-        save_state(self.state_dict(), self.out / CHECKPOINT, meta)
+        save_state(state, self.out / CHECKPOINT, meta)
         save_generator(self.G_ema, self.recipe, self.freq, self.out / GENERATOR, step=self.step)
 
     def resume(self) -> None:
@@ -209,15 +241,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self, steps: int) -> dict[str, float]:
-        t = self.recipe.train
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out / "config.yaml", self.recipe.to_yaml())
-        atomic_write_text(self.out / "run.json", json.dumps({"data": self.data_paths, "images": len(self.data),
-                                                             "device": str(self.device)}, indent=2))
+        t, main = self.recipe.train, self.dist.main
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out / "config.yaml", self.recipe.to_yaml())
+            atomic_write_text(self.out / "run.json", json.dumps(
+                {"data": self.data_paths, "images": len(self.data), "device": str(self.device),
+                 "processes": self.dist.world}, indent=2))
         metrics_path = self.out / "metrics.jsonl"
-        history = _read_metrics(metrics_path, upto=self.step)
-        imgs_per_step = t.batch_size * t.d_steps
-        bar = tqdm(total=steps, initial=self.step, unit="step", disable=not self.progress, dynamic_ncols=True)
+        history = _read_metrics(metrics_path, upto=self.step) if main else []
+        imgs_per_step = t.batch_size * t.d_steps  # global: all ranks together
+        bar = tqdm(total=steps, initial=self.step, unit="step", disable=not (self.progress and main),
+                   dynamic_ncols=True)
         logs: dict[str, float] = {}
         t0, done = time.perf_counter(), 0
         try:
@@ -229,19 +264,22 @@ class Trainer:
                 if self.step % t.log_every == 0 or self.step == steps:
                     bar.set_postfix({**{k: f"{v:.3f}" for k, v in logs.items()}, "img/s": f"{rate:.1f}"}, refresh=False)
                     history.append({"step": self.step, **logs, "img_per_s": rate})
-                if self.step % t.sample_every == 0 or self.step == steps:
+                if main and (self.step % t.sample_every == 0 or self.step == steps):
                     self.sample(self.out / "samples" / f"step-{self.step:06d}.png")
                 if self.step % t.checkpoint_every == 0 or self.step == steps:
                     self._checkpoint(metrics_path, history)
         except KeyboardInterrupt:
             bar.close()
-            self._checkpoint(metrics_path, history)
+            if not self.dist.active:  # under torchrun the other ranks may be gone: keep the last checkpoint
+                self._checkpoint(metrics_path, history)
             raise
         bar.close()
         return {**logs, "img_per_s": done * imgs_per_step / max(time.perf_counter() - t0, 1e-9)}
 
     def _checkpoint(self, metrics_path: Path, history: list[dict]) -> None:
         self.save()
+        if not self.dist.main:
+            return
         atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in history))
         plot_losses(history, self.out / "losses.png")
 

@@ -1,0 +1,216 @@
+"""Exporting a trained generator for use outside PyTorch (ONNX, run with e.g. onnxruntime).
+
+The ONNX graph has two inputs and one output, all float32, with a dynamic batch axis:
+  z       [B, z_dim]   noise (N(0, 1), times the truncation you want)
+  labels  [B, 23]      one-hot tags: 12 hair colours then 11 eye colours, in the order stored in the
+                       model's metadata (tagface.hair_colours, tagface.eye_colours), as Labels.onehot makes
+  images  [B, 3, R, R] faces in [-1, 1] (x * 127.5 + 127.5 gives uint8 RGB)
+metadata_props carry the recipe (name and full JSON), the vocabulary order, z_dim, resolution, truncation,
+training step and tag frequencies, so a consumer needs nothing but the .onnx file.
+
+Exporter: the TorchScript-based one (`torch.onnx.export(..., dynamo=False)`) by default. It needs only the
+`onnx` package, works offline on every torch this package supports (>= 2.2) and exports both generators
+exactly (tested against onnxruntime to 1e-4). torch >= 2.9 defaults to the torch.export-based exporter,
+which additionally needs `onnxscript` (and `onnx-ir`); it is available as exporter="dynamo" for when the
+TorchScript exporter is removed from torch.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from . import __version__
+from .checkpoint import atomic_write
+from .errors import TagfaceError
+from .losses import Labels
+from .tags import EYE_COLOURS, HAIR_COLOURS, N_TAGS
+
+FORMATS = ("onnx",)
+EXPORTERS = ("torchscript", "dynamo")
+DEFAULT_OPSET = 17          # onnxruntime >= 1.11 runs it; the TorchScript exporter supports up to 20
+MIN_OPSET = 11              # DepthToSpace (pixel shuffle) and Resize semantics the generators rely on
+
+
+class _Wrapped(nn.Module):
+    """Fixes the graph's argument names to (z, labels) whatever the generator calls them."""
+
+    def __init__(self, G: nn.Module):
+        super().__init__()
+        self.G = G
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.G(z, labels)
+
+
+def _example_inputs(z_dim: int, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(batch, z_dim, generator=g)
+    labels = Labels(torch.randint(0, len(HAIR_COLOURS), (batch,), generator=g),
+                    torch.randint(0, len(EYE_COLOURS), (batch,), generator=g))
+    return z, labels.onehot
+
+
+def _max_opset(exporter: str) -> int:
+    if exporter == "dynamo":
+        import onnx
+        return onnx.defs.onnx_opset_version()
+    try:
+        from torch.onnx import _constants
+        return int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", _constants.ONNX_MAX_OPSET))
+    except (ImportError, AttributeError):
+        return 17
+
+
+def _require_onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise TagfaceError("ONNX export needs the 'onnx' package: pip install 'tagface[export]'") from None
+    return onnx
+
+
+def _graph_bytes_torchscript(model: nn.Module, args, opset: int) -> bytes:
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        # torch >= 2.9 warns on every call that this exporter is the legacy one; that is a deliberate choice here
+        warnings.filterwarnings("ignore", message=r".*(legacy TorchScript|feature will be removed|TorchScript-based).*")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        torch.onnx.export(model, args, buf, input_names=["z", "labels"], output_names=["images"],
+                          opset_version=opset, dynamic_axes={"z": {0: "batch"}, "labels": {0: "batch"},
+                                                             "images": {0: "batch"}},
+                          do_constant_folding=True, dynamo=False)
+    return buf.getvalue()
+
+
+def _graph_bytes_dynamo(model: nn.Module, args, opset: int) -> bytes:
+    try:
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise TagfaceError("exporter 'dynamo' needs the 'onnxscript' package (pip install onnxscript); "
+                           "or use the default exporter 'torchscript'") from None
+    batch = torch.export.Dim("batch", min=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model, args, None, input_names=["z", "labels"], output_names=["images"],
+                                    opset_version=opset, dynamic_shapes={"z": {0: batch}, "labels": {0: batch}},
+                                    dynamo=True, external_data=False, verbose=False)
+    return program.model_proto.SerializeToString()
+
+
+def metadata(recipe, step: int = 0, freq=None) -> dict[str, str]:
+    """The strings stored in the ONNX model's metadata_props."""
+    meta = {
+        "tagface.version": __version__,
+        "tagface.kind": "generator",
+        "tagface.recipe_name": recipe.name,
+        "tagface.recipe": json.dumps(recipe.to_dict()),
+        "tagface.hair_colours": json.dumps(list(HAIR_COLOURS)),
+        "tagface.eye_colours": json.dumps(list(EYE_COLOURS)),
+        "tagface.labels": f"one-hot [B, {N_TAGS}]: index i < {len(HAIR_COLOURS)} is hair_colours[i], "
+                          f"index {len(HAIR_COLOURS)} + j is eye_colours[j]; exactly one of each set",
+        "tagface.z_dim": str(recipe.model.z_dim),
+        "tagface.resolution": str(recipe.train.resolution),
+        "tagface.truncation": str(recipe.sample.truncation),
+        "tagface.output": "images [B, 3, R, R] RGB in [-1, 1]",
+        "tagface.step": str(step),
+    }
+    if freq is not None:
+        meta["tagface.tag_frequencies"] = json.dumps({"hair": list(freq.hair), "eyes": list(freq.eyes)})
+    return meta
+
+
+def export_onnx(G: nn.Module, recipe, out: str | Path, opset: int | None = None, step: int = 0, freq=None,
+                exporter: str = "torchscript", verify: bool = True) -> dict:
+    """Write G (put in eval mode, on CPU) as an ONNX model at `out`, atomically.
+
+    Returns {"path", "opset", "exporter", "bytes", "max_abs_diff"}; max_abs_diff is onnxruntime's largest
+    deviation from PyTorch on batches of 1 and 3 (None when verify is off or onnxruntime is missing).
+    """
+    onnx = _require_onnx()
+    if exporter not in EXPORTERS:
+        raise TagfaceError(f"unknown exporter '{exporter}'; allowed: {' '.join(EXPORTERS)}")
+    opset = DEFAULT_OPSET if opset is None else opset
+    if opset < MIN_OPSET or opset > _max_opset(exporter) or (exporter == "dynamo" and opset < 18):
+        low = 18 if exporter == "dynamo" else MIN_OPSET
+        raise TagfaceError(f"--opset {opset}: the {exporter} exporter supports opsets {low} to {_max_opset(exporter)}")
+    was_training = G.training
+    device = next(G.parameters()).device
+    model = _Wrapped(G.to("cpu").eval())
+    args = _example_inputs(recipe.model.z_dim)
+    try:
+        with torch.no_grad():
+            raw = (_graph_bytes_dynamo if exporter == "dynamo" else _graph_bytes_torchscript)(model, args, opset)
+    except TagfaceError:
+        raise
+    except Exception as err:  # an exporter failure is not the user's fault, but keep it to one line
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise TagfaceError(f"ONNX export failed ({type(err).__name__}: {first[:300]})") from err
+    finally:
+        G.to(device).train(was_training)
+    proto = onnx.load_from_string(raw)
+    res = recipe.train.resolution
+    for value in proto.graph.output:  # the TorchScript exporter leaves H and W symbolic; they are fixed
+        if value.name == "images":
+            for dim, size in zip(value.type.tensor_type.shape.dim, ("batch", 3, res, res)):
+                if isinstance(size, int):
+                    dim.dim_value = size
+                else:
+                    dim.dim_param = size
+    del proto.metadata_props[:]
+    for key, value in metadata(recipe, step, freq).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.doc_string = (f"tagface {recipe.name} generator: z [B,{recipe.model.z_dim}] + one-hot labels [B,{N_TAGS}] "
+                        f"-> images [B,3,{recipe.train.resolution},{recipe.train.resolution}] in [-1,1]")
+    onnx.checker.check_model(proto)
+    data = proto.SerializeToString()
+    out = Path(out)
+    atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
+    diff = verify_onnx(data, G, recipe.model.z_dim) if verify else None
+    return {"path": str(out), "opset": opset, "exporter": exporter, "bytes": len(data), "max_abs_diff": diff}
+
+
+def verify_onnx(model: bytes | str | Path, G: nn.Module, z_dim: int, batches: tuple[int, ...] = (1, 3),
+                seed: int = 0) -> float | None:
+    """Largest |onnxruntime - PyTorch| over the given batch sizes, or None without onnxruntime."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    source = model if isinstance(model, bytes) else str(model)
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    device = next(G.parameters()).device
+    was_training = G.training
+    G.eval()
+    worst = 0.0
+    try:
+        for b in batches:
+            z, labels = _example_inputs(z_dim, b, seed + b)
+            got = session.run(["images"], {"z": z.numpy(), "labels": labels.numpy()})[0]
+            with torch.no_grad():
+                want = G(z.to(device), labels.to(device)).cpu().numpy()
+            worst = max(worst, float(abs(got - want).max()))
+    finally:
+        G.train(was_training)
+    return worst
+
+
+def export_checkpoint(checkpoint: str | Path | None, out: str | Path, fmt: str = "onnx", opset: int | None = None,
+                      exporter: str = "torchscript", verify: bool = True) -> dict:
+    """`tagface export`: a run directory, generator or checkpoint file -> an exported generator."""
+    fmt = fmt.lower()
+    if fmt not in FORMATS:
+        raise TagfaceError(f"unknown export format '{fmt}'; allowed: {' '.join(FORMATS)}")
+    if not re.search(r"\.onnx$", str(out), re.IGNORECASE):
+        raise TagfaceError(f"--out {out}: an ONNX model file should end in .onnx")
+    _require_onnx()  # before loading weights: say what is missing first
+    from .sampling import FaceGenerator
+    gen = FaceGenerator.load(checkpoint, device="cpu")
+    return export_onnx(gen.G, gen.recipe, out, opset=opset, step=gen.step, freq=gen.freq, exporter=exporter,
+                       verify=verify)
