@@ -147,3 +147,13 @@ def test_penalty_on_labels_needs_a_d_that_reads_tags():
     from tagface.errors import TagfaceError
     with pytest.raises(TagfaceError, match="penalty_on_labels"):
         GANObjective(LossConfig(conditioning="auxiliary", penalty="wgan-gp", penalty_on_labels=True))
+
+
+def test_recipe_can_name_a_tagger_file_as_frozen_g_loss(tmp_path):
+    from tagface.tagger import TaggerNet, save_tagger
+    save_tagger(TaggerNet(width=4, resolution=32).eval(), tmp_path / "t.safetensors")
+    recipe = tiny_recipe("seed-wgan-gp", "train.d_steps=1", f"loss.frozen_classifier={tmp_path / 't.safetensors'}",
+                         "loss.frozen_classifier_weight=0.5")
+    trainer = Trainer(recipe, random_faces(), tmp_path / "run", progress=False)
+    logs = trainer.train_step()
+    assert logs["g_extra0"] > 0

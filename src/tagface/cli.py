@@ -203,6 +203,39 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_checkpoint
+    info = export_checkpoint(args.checkpoint, args.out, args.format, args.opset, args.exporter)
+    check = ("; onnxruntime not installed, not checked" if info["max_abs_diff"] is None
+             else f"; onnxruntime matches PyTorch to {info['max_abs_diff']:.1e}")
+    print(f"tagface: wrote {info['path']} ({info['bytes'] / 1e6:.1f} MB, opset {info['opset']}, "
+          f"{info['exporter']} exporter{check})", file=sys.stderr)
+    return 0
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
+
+
+def cmd_bench(args) -> int:
+    from .bench import DEFAULT_RECIPES, BenchConfig, run_bench, to_markdown, write_report
+    cfg = BenchConfig(recipes=[r.strip() for r in (args.recipes or ",".join(DEFAULT_RECIPES)).split(",") if r.strip()],
+                      resolutions=args.resolutions, steps=args.steps, warmup=args.warmup, threads=args.threads,
+                      data=args.data or [], overrides=args.set, ref_workers=args.ref_workers, gen_runs=args.gen_runs,
+                      data_batches=args.data_batches, cache_dir=args.cache_dir)
+    result = run_bench(cfg, log=lambda msg: print(f"tagface: bench: {msg}", file=sys.stderr, flush=True))
+    json_path, md_path = write_report(result, args.out)
+    print(to_markdown(result))
+    print(f"tagface: wrote {json_path} and {md_path}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tagface", description="Anime faces from tags such as 'blue hair red eyes'.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -281,6 +314,30 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--threads", type=_positive(int), default=1, help="torch threads per model call (default 1)")
     sv.add_argument("--no-access-log", action="store_true", help="do not log each request")
     sv.set_defaults(func=cmd_serve)
+
+    x = sub.add_parser("export", help="export a generator for use outside PyTorch (ONNX)")
+    x.add_argument("--checkpoint", help="run directory or .safetensors file (default: the shipped model)")
+    x.add_argument("--format", default="onnx", help="onnx (the only format so far)")
+    x.add_argument("--out", required=True, help="output file, e.g. g.onnx")
+    x.add_argument("--opset", type=_positive(int), help="ONNX opset (default 17; 18 with --exporter dynamo)")
+    x.add_argument("--exporter", default="torchscript", choices=["torchscript", "dynamo"],
+                   help="torch.onnx exporter: torchscript (default, needs only onnx) or dynamo (needs onnxscript)")
+    x.set_defaults(func=cmd_export)
+
+    bn = sub.add_parser("bench", help="training, generation and data-loading speed, against a plain PyTorch loop")
+    bn.add_argument("--recipes", help="comma-separated recipes (default: the four seed recipes)")
+    bn.add_argument("--resolutions", type=_int_list, default=[64], help="comma-separated, e.g. 64,96 (default 64)")
+    bn.add_argument("--steps", type=_positive(int), default=4, help="timed training steps per measurement (default 4)")
+    bn.add_argument("--warmup", type=int, default=1, help="untimed steps before each measurement (default 1)")
+    bn.add_argument("--threads", type=_positive(int), help="CPU threads for torch (default: torch's choice)")
+    bn.add_argument("--data", action="append", help="real data folder (repeat to combine); default: synthetic data")
+    bn.add_argument("--out", default="runs/bench", help="folder for bench.json and bench.md (default runs/bench)")
+    bn.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a value in every recipe")
+    bn.add_argument("--ref-workers", type=int, default=0, help="DataLoader workers of the reference loop (default 0)")
+    bn.add_argument("--gen-runs", type=_positive(int), default=7, help="generation timings per size (default 7)")
+    bn.add_argument("--data-batches", type=_positive(int), default=20, help="batches timed for data loading (default 20)")
+    bn.add_argument("--cache-dir", help="where decoded data is cached (default ~/.cache/tagface or $TAGFACE_CACHE)")
+    bn.set_defaults(func=cmd_bench)
 
     r = sub.add_parser("recipes", help="list the seed recipes")
     r.set_defaults(func=cmd_recipes)

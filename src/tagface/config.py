@@ -41,6 +41,8 @@ class LossConfig:
     penalty_weight: float = 10.0
     penalty_on_labels: bool = False   # report 003: the gradient penalty also takes d/d(label input)
     drift: float = 0.0                # WGAN critic drift term, keeps real scores near 0
+    frozen_classifier: str = ""       # report 003: a frozen tagger as extra G loss ("default": the shipped one)
+    frozen_classifier_weight: float = 1.0
 
 
 @dataclass

@@ -16,6 +16,7 @@ TorchScript exporter is removed from torch.
 """
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import re
@@ -34,7 +35,8 @@ from .tags import EYE_COLOURS, HAIR_COLOURS, N_TAGS
 FORMATS = ("onnx",)
 EXPORTERS = ("torchscript", "dynamo")
 DEFAULT_OPSET = 17          # onnxruntime >= 1.11 runs it; the TorchScript exporter supports up to 20
-MIN_OPSET = 11              # DepthToSpace (pixel shuffle) and Resize semantics the generators rely on
+DYNAMO_DEFAULT_OPSET = 18   # the lowest opset the torch.export-based exporter writes
+MIN_OPSET = 11              # the oldest opset both generators are checked with
 
 
 class _Wrapped(nn.Module):
@@ -89,11 +91,6 @@ def _graph_bytes_torchscript(model: nn.Module, args, opset: int) -> bytes:
 
 
 def _graph_bytes_dynamo(model: nn.Module, args, opset: int) -> bytes:
-    try:
-        import onnxscript  # noqa: F401
-    except ImportError:
-        raise TagfaceError("exporter 'dynamo' needs the 'onnxscript' package (pip install onnxscript); "
-                           "or use the default exporter 'torchscript'") from None
     batch = torch.export.Dim("batch", min=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -135,9 +132,13 @@ def export_onnx(G: nn.Module, recipe, out: str | Path, opset: int | None = None,
     onnx = _require_onnx()
     if exporter not in EXPORTERS:
         raise TagfaceError(f"unknown exporter '{exporter}'; allowed: {' '.join(EXPORTERS)}")
-    opset = DEFAULT_OPSET if opset is None else opset
-    if opset < MIN_OPSET or opset > _max_opset(exporter) or (exporter == "dynamo" and opset < 18):
-        low = 18 if exporter == "dynamo" else MIN_OPSET
+    if exporter == "dynamo":
+        if importlib.util.find_spec("onnxscript") is None:
+            raise TagfaceError("exporter 'dynamo' needs the 'onnxscript' package (pip install onnxscript); "
+                               "or use the default exporter 'torchscript'")
+    opset = (DYNAMO_DEFAULT_OPSET if exporter == "dynamo" else DEFAULT_OPSET) if opset is None else opset
+    low = DYNAMO_DEFAULT_OPSET if exporter == "dynamo" else MIN_OPSET
+    if not low <= opset <= _max_opset(exporter):
         raise TagfaceError(f"--opset {opset}: the {exporter} exporter supports opsets {low} to {_max_opset(exporter)}")
     was_training = G.training
     device = next(G.parameters()).device
@@ -204,8 +205,7 @@ def verify_onnx(model: bytes | str | Path, G: nn.Module, z_dim: int, batches: tu
 def export_checkpoint(checkpoint: str | Path | None, out: str | Path, fmt: str = "onnx", opset: int | None = None,
                       exporter: str = "torchscript", verify: bool = True) -> dict:
     """`tagface export`: a run directory, generator or checkpoint file -> an exported generator."""
-    fmt = fmt.lower()
-    if fmt not in FORMATS:
+    if fmt.lower() not in FORMATS:
         raise TagfaceError(f"unknown export format '{fmt}'; allowed: {' '.join(FORMATS)}")
     if not re.search(r"\.onnx$", str(out), re.IGNORECASE):
         raise TagfaceError(f"--out {out}: an ONNX model file should end in .onnx")

@@ -29,7 +29,7 @@ from .checkpoint import atomic_write_text, load_state, save_state
 from .config import Recipe
 from .data import FaceSet, augment, to_float
 from .errors import TagfaceError
-from .losses import GANObjective, Labels
+from .losses import FrozenClassifierLoss, GANObjective, Labels
 from .models import build_discriminator, build_generator
 from .sampling import save_generator, sample_grid_labels, save_image_grid
 from .plotting import plot_losses
@@ -109,6 +109,13 @@ class BatchSampler:
         self.perm, self.cursor, self.epoch = state["perm"], state["cursor"], state["epoch"]
 
 
+def frozen_tagger_loss(cfg, device) -> FrozenClassifierLoss:
+    """Report 003's pretrained hair/eye classifiers: the frozen tagger must read G's tags off its faces."""
+    from .tagger import load_tagger
+    path = None if cfg.frozen_classifier == "default" else cfg.frozen_classifier
+    return FrozenClassifierLoss(load_tagger(path).to(device), cfg.frozen_classifier_weight)
+
+
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     for pe, pm in zip(ema.parameters(), model.parameters()):
@@ -129,6 +136,9 @@ class Trainer:
         torch.manual_seed(t.seed)  # same initial weights on every rank
         self.data_rng = torch.Generator().manual_seed(t.seed)  # data order: shared by all ranks
         self.rng = torch.Generator().manual_seed(t.seed + 1 + self.dist.rank)  # noise, augmentation: per rank
+        extra_g_losses = list(extra_g_losses or [])
+        if recipe.loss.frozen_classifier:
+            extra_g_losses.append(frozen_tagger_loss(recipe.loss, self.device))
         self.objective = GANObjective(recipe.loss, extra_g_losses)
         cond = self.objective.conditioning
         self.G = build_generator(recipe.model, t.resolution).to(self.device)
