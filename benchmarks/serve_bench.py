@@ -12,44 +12,23 @@ import argparse
 import http.client
 import json
 import os
-import queue
-import re
 import statistics
-import subprocess
-import sys
 import threading
 import time
+
+from tagface.serving import serve_process
 
 HAIR = ["orange", "white", "aqua", "gray", "green", "red", "purple", "pink", "blue", "black", "brown", "blonde"]
 EYES = ["gray", "black", "orange", "pink", "yellow", "aqua", "purple", "green", "brown", "red", "blue"]
 
 
-def start_server(args) -> tuple[subprocess.Popen, int, list[str]]:
-    cmd = [sys.executable, "-m", "tagface", "serve", "--host", "127.0.0.1", "--port", "0", "--no-access-log"]
+def server_args(args) -> list[str]:
+    extra = ["--no-access-log", "--threads", str(args.threads), "--queue", str(args.queue)]
     if args.checkpoint:
-        cmd += ["--checkpoint", args.checkpoint]
+        extra += ["--checkpoint", args.checkpoint]
     if args.max_concurrent:
-        cmd += ["--max-concurrent", str(args.max_concurrent)]
-    cmd += ["--threads", str(args.threads), "--queue", str(args.queue)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: queue.Queue[str] = queue.Queue()
-    log: list[str] = []
-
-    def drain():
-        for line in proc.stdout:
-            log.append(line)
-            lines.put(line)
-    threading.Thread(target=drain, daemon=True).start()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            m = re.search(r"at http://127\.0\.0\.1:(\d+)/", lines.get(timeout=0.5))
-        except queue.Empty:
-            continue
-        if m:
-            return proc, int(m.group(1)), log
-    proc.kill()
-    raise SystemExit("serve_bench: the server did not start:\n" + "".join(log))
+        extra += ["--max-concurrent", str(args.max_concurrent)]
+    return extra
 
 
 def one_request(conn: http.client.HTTPConnection, body: dict) -> tuple[int, float]:
@@ -86,8 +65,8 @@ def main() -> int:
     args = p.parse_args()
 
     load_before = os.getloadavg()
-    proc, port, log = start_server(args)
-    try:
+    with serve_process(server_args(args)) as (url, log):
+        port = int(url.rsplit(":", 1)[1].strip("/"))
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         for i in range(args.warmup):
             one_request(conn, {"hair": "blue", "eyes": "red", "n": args.n, "seed": i})
@@ -125,12 +104,6 @@ def main() -> int:
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
     ok = [dt for status, dt in results if status == 200]
     summary = {
         "checkpoint": args.checkpoint or "(shipped default)", "n": args.n, "clients": args.clients,

@@ -496,3 +496,42 @@ def serve(checkpoint: str | None = None, host: str = "127.0.0.1", port: int = 80
           f"({limit} at once, {threads} thread(s) each); Ctrl-C stops", file=sys.stderr, flush=True)
     config = uvicorn.Config(app, log_level="info", access_log=access_log, timeout_graceful_shutdown=5)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+@contextmanager
+def serve_process(args: list[str], start_timeout: float = 60.0) -> Iterator[tuple[str, list[str]]]:
+    """`tagface serve --port 0 ARGS` as a child process on loopback; yields (url, its output so far) once it
+    listens, and stops it on exit. For tests and benchmarks that need a real server, not a test client."""
+    import queue as queue_mod
+    import re
+    import subprocess
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "tagface", "serve", "--host", "127.0.0.1", "--port", "0", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue_mod.Queue[str] = queue_mod.Queue()
+    log: list[str] = []
+
+    def drain() -> None:
+        for line in proc.stdout:
+            log.append(line)
+            lines.put(line)
+    threading.Thread(target=drain, daemon=True).start()
+    url, deadline = None, time.monotonic() + start_timeout
+    try:
+        while url is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                m = re.search(r"at (http://127\.0\.0\.1:\d+/)", lines.get(timeout=0.5))
+                url = m.group(1) if m else None
+            except queue_mod.Empty:
+                pass
+        if url is None:
+            raise RuntimeError("tagface serve did not start:\n" + "".join(log))
+        yield url, log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

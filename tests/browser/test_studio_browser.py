@@ -8,13 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import re
 import shutil
 import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -49,34 +44,9 @@ def checkpoint(tmp_path) -> str:
 @pytest.fixture
 def server(checkpoint):
     """`tagface serve --port 0` as a real process; yields its URL once it listens."""
-    proc = subprocess.Popen([sys.executable, "-m", "tagface", "serve", "--checkpoint", checkpoint, "--port", "0",
-                             "--no-access-log"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: queue.Queue[str] = queue.Queue()
-    log: list[str] = []
-
-    def drain():
-        for line in proc.stdout:
-            log.append(line)
-            lines.put(line)
-    threading.Thread(target=drain, daemon=True).start()
-    url, deadline = None, time.monotonic() + 60
-    try:
-        while url is None and time.monotonic() < deadline and proc.poll() is None:
-            try:
-                m = re.search(r"at (http://127\.0\.0\.1:\d+/)", lines.get(timeout=0.5))
-                url = m.group(1) if m else None
-            except queue.Empty:
-                pass
-        assert url, "tagface serve did not start:\n" + "".join(log)
+    from tagface.serving import serve_process
+    with serve_process(["--checkpoint", checkpoint, "--no-access-log"]) as (url, _log):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode in (0, -15), "".join(log)
 
 
 def test_studio_in_chromium(server, tmp_path):
