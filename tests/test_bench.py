@@ -50,7 +50,7 @@ def test_bench_synthetic_all_measurements(tmp_path):
     json_path, md_path = write_report(result, tmp_path / "out")
     assert json.loads(json_path.read_text())["training"][0]["recipe"] == "seed-dcgan-cls"
     md = md_path.read_text()
-    assert "| seed-srresnet-dragan | 32 | 4x1 |" in md and "PIL-per-item DataLoader" in md and "3 faces" in md
+    assert "| seed-srresnet-dragan | 32 | 4x1 | fp32 |" in md and "PIL-per-item DataLoader" in md and "3 faces" in md
 
 
 def test_bench_reads_real_folders_through_the_cache(tmp_path):
@@ -66,6 +66,23 @@ def test_bench_reads_real_folders_through_the_cache(tmp_path):
         _positive(row, key)
     assert list((tmp_path / "cache").glob("*.safetensors"))  # the tagface side read the uint8 cache
     assert len(load_folder(tmp_path / "faces", 32, tmp_path / "cache")) == 10
+
+
+def test_speed_switches_apply_to_tagface_and_floor_but_not_the_reference(tmp_path, monkeypatch):
+    import tagface.bench as bench
+    seen = []
+    original = bench.reference_step_fn
+
+    def spy(trainer, loader):
+        seen.append((trainer.recipe.train.precision, trainer.recipe.train.channels_last))
+        return original(trainer, loader)
+    monkeypatch.setattr(bench, "reference_step_fn", spy)
+    cfg = {**TINY_BENCH, "overrides": TINY_BENCH["overrides"] + ["train.precision=bf16", "train.channels_last=true"]}
+    result = run_bench(BenchConfig(recipes=["seed-acgan-dcgan"], **cfg))
+    (row,) = result["training"]
+    assert row["speed_settings"] == {"precision": "bf16", "channels_last": True, "compile": False}
+    assert seen == [("fp32", False)]  # the tutorial loop: fp32, default memory format
+    assert "| bf16 channels last |" in to_markdown(result)
 
 
 def test_data_loading_with_resizing_reference(tmp_path):

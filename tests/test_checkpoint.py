@@ -152,9 +152,11 @@ def test_atomic_write_creates_parents_and_normal_permissions(tmp_path):
     path = tmp_path / "a" / "b" / "note.txt"
     atomic_write_text(path, "hi")
     assert path.read_text() == "hi"
+    atomic_save_tensors({"w": torch.ones(2)}, tmp_path / "w.safetensors")  # safetensors itself writes 0600
     umask = os.umask(0)
     os.umask(umask)
-    assert (path.stat().st_mode & 0o777) == (0o666 & ~umask)
+    for written in (path, tmp_path / "w.safetensors"):
+        assert (written.stat().st_mode & 0o777) == (0o666 & ~umask)
 
 
 def test_load_of_corrupt_file_is_tagface_error(tmp_path):

@@ -123,3 +123,47 @@ def test_end_to_end_train_then_generate(tmp_path, capsys, monkeypatch):
     assert main(["generate", "--tag-grid", "--checkpoint", str(run), "--out", str(tmp_path / "all.png")]) == 0
     with Image.open(tmp_path / "all.png") as im:
         assert im.size == (11 * 34 + 2, 12 * 34 + 2)
+
+
+@pytest.mark.parametrize("name", ["seed-acgan-dcgan", "seed-wgan-gp", "seed-srresnet-dragan"])
+def test_bf16_channels_last_step_trains_in_fp32_weights(name, tmp_path):
+    """bf16 autocast and NHWC change the arithmetic, not the state: fp32 weights move, losses are finite."""
+    trainer = Trainer(tiny_recipe(name, "train.precision=bf16", "train.channels_last=true"), random_faces(), tmp_path,
+                      progress=False)
+    before = [p.detach().clone() for p in trainer.G.parameters()]
+    logs = trainer.train_step()
+    assert all(np.isfinite(v) for v in logs.values())
+    assert all(p.dtype == torch.float32 for p in trainer.G.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.G.parameters()))
+    conv = next(m for m in trainer.D.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_bf16_losses_stay_close_to_fp32(tmp_path):
+    fp32 = Trainer(tiny_recipe("seed-acgan-dcgan"), random_faces(), tmp_path / "a", progress=False).train_step()
+    bf16 = Trainer(tiny_recipe("seed-acgan-dcgan", "train.precision=bf16"), random_faces(), tmp_path / "b",
+                   progress=False).train_step()
+    assert fp32 != bf16  # it did run in lower precision
+    for k in fp32:
+        assert bf16[k] == pytest.approx(fp32[k], rel=0.05, abs=0.05)
+
+
+@pytest.mark.parametrize("setting, message", [("train.precision=fp16", "allowed: fp32, bf16"),
+                                              ("train.compile=true", "no double backward")])
+def test_bad_speed_settings_are_one_line_errors(setting, message, tmp_path):
+    from tagface.errors import TagfaceError
+    with pytest.raises(TagfaceError, match=message):
+        Trainer(tiny_recipe("seed-wgan-gp", setting), random_faces(), tmp_path, progress=False)
+
+
+def test_compiled_training_matches_eager_and_saves_plain_weights(tmp_path):
+    """torch.compile (about a minute of compiling on 2 cores) gives the eager losses and eager-loadable weights."""
+    eager = Trainer(tiny_recipe("seed-acgan-dcgan"), random_faces(), tmp_path / "a", progress=False)
+    compiled = Trainer(tiny_recipe("seed-acgan-dcgan", "train.compile=true"), random_faces(), tmp_path / "b",
+                       progress=False)
+    want, got = eager.train_step(), compiled.train_step()
+    for k in want:
+        assert got[k] == pytest.approx(want[k], rel=1e-3, abs=1e-4)
+    compiled.save()
+    gen = FaceGenerator.load(tmp_path / "b")  # keys of the plain module, no "_orig_mod." prefix
+    assert gen.step == 1

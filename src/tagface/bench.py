@@ -23,7 +23,7 @@ import platform
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -156,17 +156,22 @@ def floor_step_fn(trainer: Trainer) -> Callable[[], None]:
     fake_labels = labels.permute(torch.randperm(b, generator=g))
     z_d, z_g = torch.randn(b, z_dim, generator=g), torch.randn(b, z_dim, generator=g)
 
-    def step() -> None:
+    if t.channels_last:
+        real = real.contiguous(memory_format=torch.channels_last)
+
+    def step() -> None:  # the same arithmetic as train_step: its precision and memory format
         for _ in range(t.d_steps):
-            with torch.no_grad():
+            with torch.no_grad(), trainer._autocast():
                 fake = G(z_d, fake_labels.onehot)
-            loss, _ = objective.d_loss(D, real, labels, fake, fake_labels, g)
+            with trainer._autocast():
+                loss, _ = objective.d_loss(D, real, labels, fake, fake_labels, g)
             opt_d.zero_grad(set_to_none=True)
             loss.backward()
             opt_d.step()
         for _ in range(t.g_steps):
-            fake = G(z_g, labels.onehot)
-            loss, _ = objective.g_loss(D, fake, labels)
+            with trainer._autocast():
+                fake = G(z_g, labels.onehot)
+                loss, _ = objective.g_loss(D, fake, labels)
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
             opt_g.step()
@@ -237,14 +242,18 @@ def bench_training(recipe: Recipe, faces: FaceSet, items, steps: int, warmup: in
     row = {"recipe": recipe.name, "resolution": t.resolution, "batch_size": t.batch_size,
            "d_steps": t.d_steps, "g_steps": t.g_steps, "images_per_step": per_step}
 
-    def fresh() -> Trainer:  # same seed, so every variant starts from the same weights
-        return Trainer(recipe, faces, workdir, progress=False)
+    row["speed_settings"] = {"precision": t.precision, "channels_last": t.channels_last, "compile": t.compile}
+    # The tutorial loop knows none of the speed switches: fp32, default memory format, eager.
+    plain = replace(recipe, train=replace(t, precision="fp32", channels_last=False, compile=False))
+
+    def fresh(r: Recipe = recipe) -> Trainer:  # same seed, so every variant starts from the same weights
+        return Trainer(r, faces, workdir, progress=False)
 
     row["floor"] = _rate(time_calls(floor_step_fn(fresh()), steps, warmup), per_step)
     trainer = fresh()
     row["tagface"] = _rate(time_calls(trainer.train_step, steps, warmup), per_step)
     loader = tutorial_loader(items, t.resolution, t.batch_size, ref_workers)
-    row["reference"] = _rate(time_calls(reference_step_fn(fresh(), loader), steps, warmup), per_step)
+    row["reference"] = _rate(time_calls(reference_step_fn(fresh(plain), loader), steps, warmup), per_step)
     row["reference"]["workers"] = ref_workers
     row["speedup_vs_reference"] = row["tagface"]["img_per_s"] / row["reference"]["img_per_s"]
     row["overhead_pct"] = 100 * (row["floor"]["img_per_s"] / row["tagface"]["img_per_s"] - 1)
@@ -389,10 +398,13 @@ def to_markdown(result: dict) -> str:
     if result.get("warning"):
         lines += [f"**Warning: {result['warning']}.**", ""]
     lines += [f"Training ({result['units']}):", "",
-              "| recipe | px | batch | tagface img/s | reference img/s | speedup | floor img/s | trainer overhead |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| recipe | px | batch | tagface settings | tagface img/s | reference img/s | speedup | floor img/s | trainer overhead |",
+              "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in result["training"]:
-        lines.append(f"| {r['recipe']} | {r['resolution']} | {r['batch_size']}x{r['d_steps']} | "
+        ss = r.get("speed_settings", {})
+        settings = " ".join([ss.get("precision", "fp32")] + [k.replace("_", " ") for k in ("channels_last", "compile")
+                                                              if ss.get(k)])
+        lines.append(f"| {r['recipe']} | {r['resolution']} | {r['batch_size']}x{r['d_steps']} | {settings} | "
                      f"{r['tagface']['img_per_s']:.1f} | {r['reference']['img_per_s']:.1f} | "
                      f"{r['speedup_vs_reference']:.2f}x | {r['floor']['img_per_s']:.1f} | {r['overhead_pct']:+.1f}% |")
     sizes = list(result["training"][0]["generation"]) if result["training"] else []

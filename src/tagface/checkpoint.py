@@ -30,8 +30,8 @@ def atomic_write(path: str | Path, write) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp (and safetensors) make 0600; give the file the usual permissions
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

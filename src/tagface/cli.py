@@ -30,6 +30,13 @@ def cmd_recipes(args) -> int:
     return 0
 
 
+def _speed_overrides(args) -> list[str]:
+    """--precision/--channels-last/--compile are shorthands for the recipe's train.* speed switches."""
+    out = [f"train.precision={args.precision}"] if args.precision else []
+    out += ["train.channels_last=true"] if args.channels_last else []
+    return out + (["train.compile=true"] if args.compile else [])
+
+
 def cmd_train(args) -> int:
     import torch
 
@@ -38,6 +45,7 @@ def cmd_train(args) -> int:
     from .training import Trainer
 
     out = Path(args.out)
+    args.set = _speed_overrides(args) + args.set
     if args.resume:
         if not (out / "config.yaml").exists():
             raise TagfaceError(f"--resume: {out} has no config.yaml from an earlier run")
@@ -251,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=_positive(int), help="CPU threads for torch")
     t.add_argument("--cache-dir", help="where decoded data is cached (default ~/.cache/tagface or $TAGFACE_CACHE)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: autocast (CUDA, or CPUs with bf16 support)")
+    t.add_argument("--channels-last", action="store_true", help="NHWC memory format for convolutions")
+    t.add_argument("--compile", action="store_true", help="torch.compile G and D (recipes without a penalty)")
     t.set_defaults(func=cmd_train)
 
     g = sub.add_parser("generate", help="draw faces for tags")

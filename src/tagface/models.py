@@ -135,7 +135,8 @@ class DiscriminatorHead(nn.Module):
             e = self.embed(labels)[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
             h = self.joint(torch.cat([h, e], 1))
         flat = h.flatten(1)
-        return DOut(self.adv(flat).squeeze(1), self.cls(flat) if self.cls is not None else None)
+        logits = self.cls(flat).float() if self.cls is not None else None
+        return DOut(self.adv(flat).squeeze(1).float(), logits)  # float32 scores: losses in full precision
 
 
 class Discriminator(nn.Module):

@@ -36,6 +36,7 @@ from .plotting import plot_losses
 from .tags import TagFrequencies
 
 CHECKPOINT = "checkpoint.safetensors"
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 GENERATOR = "generator.safetensors"
 
 
@@ -144,6 +145,14 @@ class Trainer:
         self.G = build_generator(recipe.model, t.resolution).to(self.device)
         self.D = build_discriminator(recipe.model, t.resolution, cond.reads_labels, cond.heads).to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        if t.precision not in PRECISIONS:
+            raise TagfaceError(f"train.precision {t.precision!r}: allowed: {', '.join(PRECISIONS)}")
+        if t.compile and recipe.loss.penalty != "none":
+            raise TagfaceError(f"train.compile: torch.compile has no double backward, which the {recipe.loss.penalty} "
+                               f"penalty needs; set train.compile=false or loss.penalty=''")
+        if t.channels_last:
+            self.G.to(memory_format=torch.channels_last)
+            self.D.to(memory_format=torch.channels_last)
         self.G_train, self.D_train = self.G, self.D  # what the losses call: DDP wrappers when distributed
         if self.dist.active:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -154,6 +163,8 @@ class Trainer:
                 warnings.simplefilter("ignore", UserWarning)
                 self.G_train = DDP(distributed.convert_batchnorm(self.G), device_ids=ids, broadcast_buffers=False)
                 self.D_train = DDP(distributed.convert_batchnorm(self.D), device_ids=ids, broadcast_buffers=False)
+        if t.compile:
+            self.G_train, self.D_train = torch.compile(self.G_train), torch.compile(self.D_train)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=t.betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=t.betas)
         self.sampler = BatchSampler(len(data), t.batch_size, self.data_rng, self.dist.rank, self.dist.world)
@@ -170,6 +181,8 @@ class Trainer:
         idx = self.sampler.next()
         t = self.recipe.train
         x = augment(to_float(self.data.images[idx]), self.rng, t.flip, t.rotate).to(self.device)
+        if t.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return x, Labels(self.data.hair[idx].to(self.device), self.data.eyes[idx].to(self.device))
 
     def _noise(self, b: int) -> torch.Tensor:
@@ -180,11 +193,12 @@ class Trainer:
         for _ in range(t.d_steps):
             real, labels = self._real_batch()
             fake_labels = labels.permute(torch.randperm(real.shape[0], generator=self.rng).to(self.device))
-            with torch.no_grad():
+            with torch.no_grad(), self._autocast():
                 fake = self.G_train(self._noise(real.shape[0]), fake_labels.onehot)
             if self.replay is not None:
                 fake, fake_labels = self.replay.mix(fake, fake_labels, self.rng)
-            loss, logs_d = self.objective.d_loss(self.D_train, real, labels, fake, fake_labels, self.rng)
+            with self._autocast():
+                loss, logs_d = self.objective.d_loss(self.D_train, real, labels, fake, fake_labels, self.rng)
             self.opt_d.zero_grad(set_to_none=True)
             loss.backward()
             self.opt_d.step()
@@ -192,9 +206,10 @@ class Trainer:
         for _ in range(t.g_steps):
             idx = torch.randint(0, len(self.data), (self.local_batch,), generator=self.rng)
             fake_labels = Labels(self.data.hair[idx].to(self.device), self.data.eyes[idx].to(self.device))
-            fake = self.G_train(self._noise(self.local_batch), fake_labels.onehot)
-            with self._no_d_sync():  # D's gradients from G's step are discarded: skip their all-reduce
-                loss, logs_g = self.objective.g_loss(self.D_train, fake, fake_labels)
+            with self._autocast():
+                fake = self.G_train(self._noise(self.local_batch), fake_labels.onehot)
+                with self._no_d_sync():  # D's gradients from G's step are discarded: skip their all-reduce
+                    loss, logs_g = self.objective.g_loss(self.D_train, fake, fake_labels)
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward()
             self.opt_g.step()
@@ -206,6 +221,10 @@ class Trainer:
             self.G_ema.load_state_dict(self.G.state_dict())
         self.step += 1
         return logs
+
+    def _autocast(self):
+        dtype = PRECISIONS[self.recipe.train.precision]
+        return torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
     def _no_d_sync(self):
         return self.D_train.no_sync() if self.dist.active else contextlib.nullcontext()
