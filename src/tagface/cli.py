@@ -30,11 +30,16 @@ def cmd_recipes(args) -> int:
     return 0
 
 
-def _speed_overrides(args) -> list[str]:
-    """--precision/--channels-last/--compile are shorthands for the recipe's train.* speed switches."""
+def _flag_overrides(args) -> list[str]:
+    """--precision/--channels-last/--compile/--word-vectors are shorthands for recipe values."""
     out = [f"train.precision={args.precision}"] if args.precision else []
     out += ["train.channels_last=true"] if args.channels_last else []
-    return out + (["train.compile=true"] if args.compile else [])
+    out += ["train.compile=true"] if args.compile else []
+    if args.word_vectors:
+        from .text import word_vector_dim
+        out += ["model.text_encoder=words", f"model.word_vectors={Path(args.word_vectors).resolve()}",
+                f"model.word_dim={word_vector_dim(args.word_vectors)}"]
+    return out
 
 
 def cmd_train(args) -> int:
@@ -45,7 +50,7 @@ def cmd_train(args) -> int:
     from .training import Trainer
 
     out = Path(args.out)
-    args.set = _speed_overrides(args) + args.set
+    args.set = _flag_overrides(args) + args.set
     if args.resume:
         if not (out / "config.yaml").exists():
             raise TagfaceError(f"--resume: {out} has no config.yaml from an earlier run")
@@ -262,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: autocast (CUDA, or CPUs with bf16 support)")
     t.add_argument("--channels-last", action="store_true", help="NHWC memory format for convolutions")
     t.add_argument("--compile", action="store_true", help="torch.compile G and D (recipes without a penalty)")
+    t.add_argument("--word-vectors", metavar="FILE", help="GloVe-format text vectors: tags read as word vectors "
+                   "(report 001); sets model.text_encoder=words")
     t.set_defaults(func=cmd_train)
 
     g = sub.add_parser("generate", help="draw faces for tags")

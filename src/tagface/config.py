@@ -22,6 +22,10 @@ class ModelConfig:
     discriminator: str = "dcgan"      # registry key in models.DISCRIMINATORS
     z_dim: int = 100
     embed_dim: int = 64               # learned projection of the one-hot tags fed to G (0: raw one-hot)
+    text_encoder: str = "auto"        # auto | onehot | learned | words (text.TEXT_ENCODERS); auto: by embed_dim
+    word_dim: int = 50                # words: size of each word vector
+    word_vectors: str = ""            # words: GloVe-format text file to start the word vectors from
+    word_vectors_trainable: bool = False  # words: fine-tune vectors read from word_vectors (else frozen)
     g_channels: int = 64              # width of G's first (DCGAN) or every (SRResNet) layer
     d_channels: int = 64
     g_blocks: int = 16                # SRResNet residual blocks

@@ -15,6 +15,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from .config import ModelConfig
 from .errors import TagfaceError
 from .tags import N_TAGS
+from .text import build_text_encoder
 
 GENERATORS: dict[str, Callable[..., nn.Module]] = {}
 DISCRIMINATORS: dict[str, Callable[..., nn.Module]] = {}
@@ -37,18 +38,6 @@ def _check_resolution(resolution: int, factor: int) -> None:
         raise TagfaceError(f"resolution {resolution} must be a multiple of {factor} (64, 96 and 128 are tested)")
 
 
-class TagEmbedding(nn.Module):
-    """One-hot tags -> a learned dense vector (or the one-hot itself when dim is 0)."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.dim = dim or N_TAGS
-        self.proj = nn.Sequential(nn.Linear(N_TAGS, dim), nn.LeakyReLU(0.2)) if dim else nn.Identity()
-
-    def forward(self, labels: torch.Tensor) -> torch.Tensor:
-        return self.proj(labels)
-
-
 def _norm(kind: str, channels: int) -> nn.Module:
     if kind not in ("batch", "layer", "none"):
         raise TagfaceError(f"unknown model.d_norm '{kind}'; allowed: auto batch layer none")
@@ -65,7 +54,7 @@ class DCGANGenerator(nn.Module):
         super().__init__()
         _check_resolution(resolution, 16)
         self.z_dim, self.base, c = cfg.z_dim, resolution // 16, cfg.g_channels
-        self.embed = TagEmbedding(cfg.embed_dim)
+        self.embed = build_text_encoder(cfg)
         self.fc = nn.Sequential(nn.Linear(cfg.z_dim + self.embed.dim, 8 * c * self.base ** 2, bias=False))
         self.fc_norm = nn.Sequential(nn.BatchNorm2d(8 * c), nn.ReLU(True))
         layers = []
@@ -98,7 +87,7 @@ class SRResNetGenerator(nn.Module):
         super().__init__()
         _check_resolution(resolution, 8)
         self.z_dim, self.base, c = cfg.z_dim, resolution // 8, cfg.g_channels
-        self.embed = TagEmbedding(cfg.embed_dim)
+        self.embed = build_text_encoder(cfg)
         self.fc = nn.Linear(cfg.z_dim + self.embed.dim, c * self.base ** 2, bias=False)
         self.fc_norm = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(True))
         self.trunk = nn.Sequential(*[ResidualBlock(c) for _ in range(cfg.g_blocks)], nn.BatchNorm2d(c), nn.ReLU(True))
@@ -119,11 +108,11 @@ class DiscriminatorHead(nn.Module):
     """Shared top of every D: optional tag input (concatenated at the last feature map, Reed et al.),
     a real/fake score and optional classifier heads."""
 
-    def __init__(self, channels: int, spatial: int, condition: bool, heads: bool, embed_dim: int):
+    def __init__(self, channels: int, spatial: int, condition: bool, heads: bool, cfg: ModelConfig):
         super().__init__()
         self.condition = condition
         if condition:
-            self.embed = TagEmbedding(embed_dim)
+            self.embed = build_text_encoder(cfg)
             self.joint = nn.Sequential(nn.Conv2d(channels + self.embed.dim, channels, 1), nn.LeakyReLU(0.2, True))
         self.adv = nn.Linear(channels * spatial ** 2, 1)
         self.cls = nn.Linear(channels * spatial ** 2, N_TAGS) if heads else None
@@ -145,7 +134,7 @@ class Discriminator(nn.Module):
     def __init__(self, features: nn.Module, channels: int, spatial: int, cfg: ModelConfig, condition: bool, heads: bool):
         super().__init__()
         self.features = features
-        self.head = DiscriminatorHead(channels, spatial, condition, heads, cfg.embed_dim)
+        self.head = DiscriminatorHead(channels, spatial, condition, heads, cfg)
         if cfg.spectral_norm:
             for module in list(self.modules()):
                 if isinstance(module, (nn.Conv2d, nn.Linear)):

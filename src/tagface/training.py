@@ -144,6 +144,10 @@ class Trainer:
         cond = self.objective.conditioning
         self.G = build_generator(recipe.model, t.resolution).to(self.device)
         self.D = build_discriminator(recipe.model, t.resolution, cond.reads_labels, cond.heads).to(self.device)
+        if recipe.model.word_vectors:  # report 001: start the word encoders of G and D from the user's vectors
+            from .text import load_word_vectors
+            load_word_vectors(self.G, recipe.model.word_vectors)
+            load_word_vectors(self.D, recipe.model.word_vectors)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         if t.precision not in PRECISIONS:
             raise TagfaceError(f"train.precision {t.precision!r}: allowed: {', '.join(PRECISIONS)}")
