@@ -359,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("recipes", help="list the seed recipes")
     r.set_defaults(func=cmd_recipes)
+    from .translate import add_commands as add_translate_commands
+    add_translate_commands(sub)
     return p
 
 
