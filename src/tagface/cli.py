@@ -101,6 +101,9 @@ def _device(name: str) -> str:
 
 
 def cmd_generate(args) -> int:
+    if getattr(args, "pipeline", "gan") == "gray-colorize":
+        from .colorize import cmd_generate_pipeline
+        return cmd_generate_pipeline(args)
     from .sampling import FaceGenerator, image_grid, read_tags_file, save_pil, tag_grid, write_course_samples
     from .tags import parse_tags
 
@@ -269,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--compile", action="store_true", help="torch.compile G and D (recipes without a penalty)")
     t.add_argument("--word-vectors", metavar="FILE", help="GloVe-format text vectors: tags read as word vectors "
                    "(report 001); sets model.text_encoder=words")
-    t.set_defaults(func=cmd_train)
+    t.set_defaults(func=cmd_train, saves_on_interrupt=True)
 
     g = sub.add_parser("generate", help="draw faces for tags")
     g.add_argument("tags", nargs="?", help="e.g. \"blue hair red eyes\"; a missing colour is sampled")
@@ -282,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tag-grid", action="store_true", help="the 12 x 11 hair x eye grid")
     g.add_argument("--ncol", type=_positive(int), help="grid columns")
     g.add_argument("--device", default="cpu")
+    g.add_argument("--pipeline", default="gan", choices=["gan", "gray-colorize"],
+                   help="gan (default): one conditional GAN; gray-colorize: report 000's two stages "
+                        "(a `tagface pipeline train` run as --checkpoint)")
     g.set_defaults(func=cmd_generate)
 
     tg = sub.add_parser("tagger", help="the hair/eye tagger: train, predict, relabel")
@@ -361,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_recipes)
     from .translate import add_commands as add_translate_commands
     add_translate_commands(sub)
+    from .colorize import add_commands as add_colorize_commands
+    add_colorize_commands(sub)
     return p
 
 
@@ -373,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tagface: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("tagface: interrupted" + ("; checkpoint saved" if args.command == "train" else ""), file=sys.stderr)
+        saved = "; checkpoint saved" if getattr(args, "saves_on_interrupt", False) else ""
+        print(f"tagface: interrupted{saved}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -97,10 +97,11 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> "Recipe":
-        return _build(cls, data, source)
+        return build_dataclass(cls, data, source)
 
 
-def _build(cls, data: Any, where: str):
+def build_dataclass(cls, data: Any, where: str):
+    """A (nested) config dataclass from a mapping, with one-line errors for unknown keys and wrong types."""
     if not isinstance(data, dict):
         raise TagfaceError(f"{where}: expected a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -111,7 +112,7 @@ def _build(cls, data: Any, where: str):
     for name, value in data.items():
         default = getattr(cls(), name)
         if dataclasses.is_dataclass(default):
-            kwargs[name] = _build(type(default), value, f"{where}.{name}")
+            kwargs[name] = build_dataclass(type(default), value, f"{where}.{name}")
         else:
             kwargs[name] = _coerce(value, default, f"{where}.{name}")
     return cls(**kwargs)

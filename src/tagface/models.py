@@ -50,17 +50,19 @@ def _norm(kind: str, channels: int) -> nn.Module:
 class DCGANGenerator(nn.Module):
     """Radford et al.'s DCGAN generator with the tag embedding concatenated to z (Reed et al.)."""
 
-    def __init__(self, cfg: ModelConfig, resolution: int):
+    def __init__(self, cfg: ModelConfig, resolution: int, *, out_channels: int = 3, embed: nn.Module | None = None):
+        """out_channels and embed (any module with a `.dim`, e.g. colorize's darkness embedding) let other
+        conditions and channel counts reuse this body; the defaults are the tag-conditioned RGB generator."""
         super().__init__()
         _check_resolution(resolution, 16)
         self.z_dim, self.base, c = cfg.z_dim, resolution // 16, cfg.g_channels
-        self.embed = build_text_encoder(cfg)
+        self.embed = embed if embed is not None else build_text_encoder(cfg)
         self.fc = nn.Sequential(nn.Linear(cfg.z_dim + self.embed.dim, 8 * c * self.base ** 2, bias=False))
         self.fc_norm = nn.Sequential(nn.BatchNorm2d(8 * c), nn.ReLU(True))
         layers = []
         for cin, cout in ((8 * c, 4 * c), (4 * c, 2 * c), (2 * c, c)):
             layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
-        layers += [nn.ConvTranspose2d(c, 3, 4, 2, 1), nn.Tanh()]
+        layers += [nn.ConvTranspose2d(c, out_channels, 4, 2, 1), nn.Tanh()]
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -145,12 +147,12 @@ class Discriminator(nn.Module):
 
 
 @register(DISCRIMINATORS, "dcgan")
-def dcgan_discriminator(cfg: ModelConfig, resolution: int, condition: bool, heads: bool):
-    """DCGAN's strided-conv discriminator: four 4x4 stride-2 convolutions."""
+def dcgan_discriminator(cfg: ModelConfig, resolution: int, condition: bool, heads: bool, *, in_channels: int = 3):
+    """DCGAN's strided-conv discriminator: four 4x4 stride-2 convolutions (in_channels: e.g. gray + condition)."""
     _check_resolution(resolution, 16)
     c = cfg.d_channels
     norm = cfg.d_norm if cfg.d_norm != "auto" else "none" if cfg.spectral_norm else "batch"
-    layers = [nn.Conv2d(3, c, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+    layers = [nn.Conv2d(in_channels, c, 4, 2, 1), nn.LeakyReLU(0.2, True)]
     for cin, cout in ((c, 2 * c), (2 * c, 4 * c), (4 * c, 8 * c)):
         layers += [nn.Conv2d(cin, cout, 4, 2, 1, bias=norm == "none"), _norm(norm, cout), nn.LeakyReLU(0.2, True)]
     return Discriminator(nn.Sequential(*layers), 8 * c, resolution // 16, cfg, condition, heads)

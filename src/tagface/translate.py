@@ -675,7 +675,7 @@ def add_commands(sub) -> None:
     h.add_argument("--log-every", type=_positive_int, help="steps between metrics rows (default 10)")
     h.add_argument("--sample-every", type=_positive_int, help="steps between sample grids (default 250)")
     h.add_argument("--checkpoint-every", type=_positive_int, help="steps between checkpoints (default 250)")
-    t.set_defaults(func=cmd_translate_train)
+    t.set_defaults(func=cmd_translate_train, saves_on_interrupt=True)
 
     r = tsub.add_parser("run", help="translate images with a trained run")
     r.add_argument("images", nargs="+", metavar="IMAGE")
