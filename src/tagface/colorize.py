@@ -20,7 +20,6 @@ Run directory layout (`tagface pipeline train --out RUN_DIR`):
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -33,13 +32,13 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import yaml
 from tqdm import tqdm
 
 from . import __version__
 from .checkpoint import atomic_save_tensors, atomic_write_text, load_state, load_tensors, read_metadata, save_state
-from .config import ModelConfig, build_dataclass
+from .config import ModelConfig, apply_overrides, build_dataclass
 from .data import FaceSet, augment, decode, load_datasets, to_float, to_uint8
+from .cli import positive
 from .errors import TagfaceError
 from .losses import ADVERSARIAL, Labels
 from .models import DCGANGenerator, dcgan_discriminator, init_weights
@@ -111,22 +110,6 @@ class PipelineConfig:
     @classmethod
     def from_dict(cls, data: dict, source: str = "pipeline config") -> "PipelineConfig":
         return build_dataclass(cls, data, source)
-
-
-def apply_overrides(data: dict, items: list[str]) -> dict:
-    """'colorizer.channels=16' style overrides onto a config dict (values read as YAML, like `train --set`)."""
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise TagfaceError(f"--set {item!r}: expected KEY=VALUE, e.g. colorizer.channels=16")
-        *parents, leaf = key.split(".")
-        node = data
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise TagfaceError(f"--set {item!r}: {p} is not a section")
-        node[leaf] = yaml.safe_load(value)
-    return data
 
 
 # --------------------------------------------------------------------------- hair darkness
@@ -733,16 +716,6 @@ def cmd_pipeline_colorize(args) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
-    return value
-
-
 def add_commands(sub) -> None:
     """`tagface pipeline train|colorize` (the generate command's --pipeline option is in cli.py)."""
     pl = sub.add_parser("pipeline", help="report 000's two stages: gray face generator + tag colorizer")
@@ -751,13 +724,13 @@ def add_commands(sub) -> None:
     t = psub.add_parser("train", help="train the gray generator and the colorizer (alternating steps)")
     t.add_argument("--data", action="append", help="data folder with tags.csv (repeat to combine folders)")
     t.add_argument("--out", required=True, help="run directory")
-    t.add_argument("--steps", type=_positive_int, help="train until this step (default: the config's steps, 3000)")
+    t.add_argument("--steps", type=positive(int), help="train until this step (default: the config's steps, 3000)")
     t.add_argument("--colorizer-loss", help=f"{' | '.join(COLORIZER_LOSSES)} (default mse)")
     t.add_argument("--resolution", type=int, help="face size in px, a multiple of 16 (default 64)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. colorizer.channels=16 or batch_size=32")
-    t.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
+    t.add_argument("--threads", type=positive(int), help="CPU threads for torch")
     t.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     t.add_argument("--cache-dir", help="where decoded data is cached (default ~/.cache/tagface or $TAGFACE_CACHE)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")

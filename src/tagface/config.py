@@ -144,6 +144,22 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
     return value
 
 
+def apply_overrides(data: dict, items: list[str]) -> dict:
+    """'section.key=value' overrides (values read as YAML) onto a config mapping, as `--set` gives them."""
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise TagfaceError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. train.lr_g=1e-4")
+        *parents, leaf = key.split(".")
+        node = data
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise TagfaceError(f"--set {item!r}: {p} is not a section")
+        node[leaf] = yaml.safe_load(value)
+    return data
+
+
 def recipe_dir() -> Path:
     return Path(str(resources.files("tagface") / "configs"))
 
@@ -167,16 +183,6 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) ->
         raise TagfaceError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise TagfaceError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
-    for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise TagfaceError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. train.lr_g=1e-4")
-        *parents, leaf = key.split(".")
-        node = data
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise TagfaceError(f"--set {item!r}: {p} is not a section")
-        node[leaf] = yaml.safe_load(value)
+    apply_overrides(data, overrides or [])
     data.setdefault("name", path.stem)
     return Recipe.from_dict(data, str(path))

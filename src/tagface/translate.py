@@ -15,7 +15,6 @@ Run directory layout (`tagface translate train --out RUN_DIR`):
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -30,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .cli import positive
 from .errors import TagfaceError
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -556,16 +556,6 @@ def read_image(path: str | Path, resolution: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- command line
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
-    return value
-
-
 # flags that set a TranslateConfig field; None (not given) keeps the default, or the run's own on --resume
 _CONFIG_FLAGS = {
     "resolution": "resolution", "batch_size": "batch_size", "seed": "seed", "g_channels": "g_channels",
@@ -652,29 +642,29 @@ def add_commands(sub) -> None:
     t.add_argument("--a", help="folder of domain A images (searched recursively; no tags needed)")
     t.add_argument("--b", help="folder of domain B images")
     t.add_argument("--out", required=True, help="run directory")
-    t.add_argument("--steps", type=_positive_int, help="train until this step (default 2000)")
-    t.add_argument("--resolution", type=_positive_int, help="image side, a multiple of 4 (default 64)")
-    t.add_argument("--batch-size", type=_positive_int, help="images per domain per step (default 4)")
+    t.add_argument("--steps", type=positive(int), help="train until this step (default 2000)")
+    t.add_argument("--resolution", type=positive(int), help="image side, a multiple of 4 (default 64)")
+    t.add_argument("--batch-size", type=positive(int), help="images per domain per step (default 4)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     t.add_argument("--seed", type=int, help="seed of weights, data order and augmentation (default 0)")
-    t.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
+    t.add_argument("--threads", type=positive(int), help="CPU threads for torch")
     t.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     t.add_argument("--cache-dir", help="where decoded images are cached (default ~/.cache/tagface or $TAGFACE_CACHE)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     h = t.add_argument_group("model and loss (defaults: the paper's, networks sized for a CPU)")
-    h.add_argument("--g-channels", type=_positive_int, help="generator base channels (default 32)")
-    h.add_argument("--g-blocks", type=_positive_int, help="generator residual blocks (default 6)")
-    h.add_argument("--d-channels", type=_positive_int, help="discriminator base channels (default 64)")
-    h.add_argument("--d-layers", type=_positive_int, help="discriminator feature layers (default 3: C64-C128-C256)")
+    h.add_argument("--g-channels", type=positive(int), help="generator base channels (default 32)")
+    h.add_argument("--g-blocks", type=positive(int), help="generator residual blocks (default 6)")
+    h.add_argument("--d-channels", type=positive(int), help="discriminator base channels (default 64)")
+    h.add_argument("--d-layers", type=positive(int), help="discriminator feature layers (default 3: C64-C128-C256)")
     h.add_argument("--cycle-weight", type=float, help="weight of the L1 cycle loss (default 10)")
     h.add_argument("--identity", type=float, help="identity-loss weight as a fraction of the cycle weight "
                    "(default 0.5; 0 turns it off)")
     h.add_argument("--pool-size", type=int, help="fakes remembered per direction for D (default 50)")
     h.add_argument("--lr", type=float, help="Adam learning rate (default 2e-4, betas 0.5, 0.999)")
     h.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
-    h.add_argument("--log-every", type=_positive_int, help="steps between metrics rows (default 10)")
-    h.add_argument("--sample-every", type=_positive_int, help="steps between sample grids (default 250)")
-    h.add_argument("--checkpoint-every", type=_positive_int, help="steps between checkpoints (default 250)")
+    h.add_argument("--log-every", type=positive(int), help="steps between metrics rows (default 10)")
+    h.add_argument("--sample-every", type=positive(int), help="steps between sample grids (default 250)")
+    h.add_argument("--checkpoint-every", type=positive(int), help="steps between checkpoints (default 250)")
     t.set_defaults(func=cmd_translate_train, saves_on_interrupt=True)
 
     r = tsub.add_parser("run", help="translate images with a trained run")
