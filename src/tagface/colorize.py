@@ -24,7 +24,6 @@ import copy
 import json
 import math
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -32,7 +31,6 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from . import __version__
 from .checkpoint import atomic_save_tensors, atomic_write_text, load_state, load_tensors, read_metadata, save_state
@@ -44,7 +42,7 @@ from .losses import ADVERSARIAL, Labels
 from .models import DCGANGenerator, dcgan_discriminator, init_weights
 from .sampling import image_grid, read_tags_file, save_image_grid, save_pil, write_course_samples
 from .tags import EYE_COLOURS, HAIR_COLOURS, N_HAIR, N_TAGS, TagFrequencies, Tags, parse_tags
-from .training import BatchSampler, update_ema
+from .training import BatchSampler, fit_loop, update_ema
 
 CHECKPOINT = "checkpoint.safetensors"
 PIPELINE = "pipeline.safetensors"
@@ -438,48 +436,14 @@ class PipelineTrainer:
         atomic_write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2))
         atomic_write_text(self.out / "run.json", json.dumps(
             {"data": self.data_paths, "images": len(self.data), "device": str(self.device)}, indent=2))
-        metrics_path = self.out / "metrics.jsonl"
-        history = _read_metrics(metrics_path, upto=self.step)
-        bar = tqdm(total=steps, initial=self.step, unit="step", disable=not self.progress, dynamic_ncols=True)
-        logs: dict[str, float] = {}
-        t0, done = time.perf_counter(), 0
-        try:
-            while self.step < steps:
-                logs = self.train_step()
-                done += 1
-                bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == steps:
-                    rate = done * cfg.batch_size / (time.perf_counter() - t0)
-                    bar.set_postfix({**{k: f"{v:.3f}" for k, v in logs.items()}, "img/s": f"{rate:.1f}"}, refresh=False)
-                    history.append({"step": self.step, **logs, "img_per_s": rate})
-                if self.step % cfg.sample_every == 0 or self.step == steps:
-                    self.sample(self.out / "samples" / f"step-{self.step:06d}.png")
-                if self.step % cfg.checkpoint_every == 0 or self.step == steps:
-                    self._checkpoint(metrics_path, history)
-        except KeyboardInterrupt:
-            bar.close()
-            self._checkpoint(metrics_path, history)
-            raise
-        bar.close()
-        return {**logs, "img_per_s": done * cfg.batch_size / max(time.perf_counter() - t0, 1e-9)}
-
-    def _checkpoint(self, metrics_path: Path, history: list[dict]) -> None:
-        self.save()
-        atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in history))
+        return fit_loop(self, steps, self.out, images_per_step=cfg.batch_size, log_every=cfg.log_every,
+                        sample_every=cfg.sample_every, checkpoint_every=cfg.checkpoint_every, progress=self.progress)
 
     @torch.no_grad()
     def sample(self, path: Path) -> None:
         gray = self.G_ema(self.fixed_z.to(self.device), self.fixed_darkness.to(self.device))
         colour = self.C_ema(gray, self.fixed_labels.onehot.to(self.device))
         save_image_grid(paired_rows(gray, colour, 8).cpu(), path, ncol=8)
-
-
-def _read_metrics(path: Path, upto: int) -> list[dict]:
-    """Metrics logged before the resumed step; later rows were never checkpointed and are dropped."""
-    if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r.get("step", math.inf) <= upto]
 
 
 def paired_rows(gray: torch.Tensor, colour: torch.Tensor, ncol: int) -> torch.Tensor:

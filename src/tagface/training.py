@@ -281,46 +281,57 @@ class Trainer:
             atomic_write_text(self.out / "run.json", json.dumps(
                 {"data": self.data_paths, "images": len(self.data), "device": str(self.device),
                  "processes": self.dist.world}, indent=2))
-        metrics_path = self.out / "metrics.jsonl"
-        history = _read_metrics(metrics_path, upto=self.step) if main else []
-        imgs_per_step = t.batch_size * t.d_steps  # global: all ranks together
-        bar = tqdm(total=steps, initial=self.step, unit="step", disable=not (self.progress and main),
-                   dynamic_ncols=True)
-        logs: dict[str, float] = {}
-        t0, done = time.perf_counter(), 0
-        try:
-            while self.step < steps:
-                logs = self.train_step()
-                done += 1
-                rate = done * imgs_per_step / (time.perf_counter() - t0)
-                bar.update(1)
-                if self.step % t.log_every == 0 or self.step == steps:
-                    bar.set_postfix({**{k: f"{v:.3f}" for k, v in logs.items()}, "img/s": f"{rate:.1f}"}, refresh=False)
-                    history.append({"step": self.step, **logs, "img_per_s": rate})
-                if main and (self.step % t.sample_every == 0 or self.step == steps):
-                    self.sample(self.out / "samples" / f"step-{self.step:06d}.png")
-                if self.step % t.checkpoint_every == 0 or self.step == steps:
-                    self._checkpoint(metrics_path, history)
-        except KeyboardInterrupt:
-            bar.close()
-            if not self.dist.active:  # under torchrun the other ranks may be gone: keep the last checkpoint
-                self._checkpoint(metrics_path, history)
-            raise
-        bar.close()
-        return {**logs, "img_per_s": done * imgs_per_step / max(time.perf_counter() - t0, 1e-9)}
-
-    def _checkpoint(self, metrics_path: Path, history: list[dict]) -> None:
-        self.save()
-        if not self.dist.main:
-            return
-        atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in history))
-        plot_losses(history, self.out / "losses.png")
+        return fit_loop(self, steps, self.out, images_per_step=t.batch_size * t.d_steps,  # global: all ranks
+                        log_every=t.log_every, sample_every=t.sample_every, checkpoint_every=t.checkpoint_every,
+                        progress=self.progress, main=main,
+                        save_on_interrupt=not self.dist.active)  # under torchrun the other ranks may be gone
 
     @torch.no_grad()
     def sample(self, path: Path) -> None:
         labels = self.fixed_labels
         images = self.G_ema(self.fixed_z.to(self.device), labels.onehot.to(self.device))
         save_image_grid(images, path, ncol=8)
+
+
+def fit_loop(trainer, steps: int, out: Path, *, images_per_step: int, log_every: int, sample_every: int,
+             checkpoint_every: int, progress: bool = True, main: bool = True, save_on_interrupt: bool = True) -> dict:
+    """The loop every tagface trainer shares (GAN, pipeline, translate): `trainer` has .step, .train_step(),
+    .sample(path) and .save() (collective under torchrun; only the main process writes). A progress bar with
+    images/s and losses, metrics.jsonl (cut back to the step resumed from), grids, a loss plot and checkpoints;
+    Ctrl-C saves a checkpoint before it stops."""
+    metrics_path = out / "metrics.jsonl"
+    history = _read_metrics(metrics_path, upto=trainer.step) if main else []
+    bar = tqdm(total=steps, initial=trainer.step, unit="step", disable=not (progress and main), dynamic_ncols=True)
+
+    def checkpoint() -> None:
+        trainer.save()
+        if main:
+            atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in history))
+            plot_losses(history, out / "losses.png")
+
+    logs: dict[str, float] = {}
+    t0, done = time.perf_counter(), 0
+    try:
+        while trainer.step < steps:
+            logs = trainer.train_step()
+            done += 1
+            rate = done * images_per_step / (time.perf_counter() - t0)
+            bar.update(1)
+            step, last = trainer.step, trainer.step == steps
+            if step % log_every == 0 or last:
+                bar.set_postfix({**{k: f"{v:.3f}" for k, v in logs.items()}, "img/s": f"{rate:.1f}"}, refresh=False)
+                history.append({"step": step, **logs, "img_per_s": rate})
+            if main and (step % sample_every == 0 or last):
+                trainer.sample(out / "samples" / f"step-{step:06d}.png")
+            if step % checkpoint_every == 0 or last:
+                checkpoint()
+    except KeyboardInterrupt:
+        bar.close()
+        if save_on_interrupt:
+            checkpoint()
+        raise
+    bar.close()
+    return {**logs, "img_per_s": done * images_per_step / max(time.perf_counter() - t0, 1e-9)}
 
 
 def _read_metrics(path: Path, upto: int) -> list[dict]:

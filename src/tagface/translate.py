@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import sys
-import time
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -412,48 +410,16 @@ class CycleGANTrainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self, steps: int) -> dict[str, float]:
-        from tqdm import tqdm
-
         from .checkpoint import atomic_write_text
+        from .training import fit_loop
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2))
         atomic_write_text(self.out / "run.json", json.dumps(
             {**self.sources, "images_a": len(self.a), "images_b": len(self.b), "device": str(self.device)}, indent=2))
-        metrics_path = self.out / "metrics.jsonl"
-        history = _read_metrics(metrics_path, upto=self.step)
-        bar = tqdm(total=steps, initial=self.step, unit="step", disable=not self.progress, dynamic_ncols=True)
-        logs: dict[str, float] = {}
-        t0, done = time.perf_counter(), 0
-        imgs_per_step = 2 * cfg.batch_size  # one A and one B image per batch row
-        try:
-            while self.step < steps:
-                logs = self.train_step()
-                done += 1
-                rate = done * imgs_per_step / (time.perf_counter() - t0)
-                bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == steps:
-                    bar.set_postfix({**{k: f"{v:.3f}" for k, v in logs.items()}, "img/s": f"{rate:.1f}"},
-                                    refresh=False)
-                    history.append({"step": self.step, **logs, "img_per_s": rate})
-                if self.step % cfg.sample_every == 0 or self.step == steps:
-                    self.sample(self.out / "samples" / f"step-{self.step:06d}.png")
-                if self.step % cfg.checkpoint_every == 0 or self.step == steps:
-                    self._checkpoint(metrics_path, history)
-        except KeyboardInterrupt:
-            bar.close()
-            self._checkpoint(metrics_path, history)
-            print(f"tagface: checkpoint saved at step {self.step}", file=sys.stderr)
-            raise
-        bar.close()
-        return {**logs, "img_per_s": done * imgs_per_step / max(time.perf_counter() - t0, 1e-9)}
-
-    def _checkpoint(self, metrics_path: Path, history: list[dict]) -> None:
-        from .checkpoint import atomic_write_text
-        from .plotting import plot_losses
-        self.save()
-        atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in history))
-        plot_losses(history, self.out / "losses.png")
+        return fit_loop(self, steps, self.out, images_per_step=2 * cfg.batch_size,  # an A and a B image per row
+                        log_every=cfg.log_every, sample_every=cfg.sample_every,
+                        checkpoint_every=cfg.checkpoint_every, progress=self.progress)
 
     @torch.no_grad()
     def sample(self, path: Path) -> None:
@@ -463,14 +429,6 @@ class CycleGANTrainer:
         ab, ba = self.G_ab(a), self.G_ba(b)
         rows = [a, ab, self.G_ba(ab), b, ba, self.G_ab(ba)]
         save_image_grid(torch.cat(rows).cpu(), path, ncol=a.shape[0])
-
-
-def _read_metrics(path: Path, upto: int) -> list[dict]:
-    """Rows logged up to the resumed step; later rows were never checkpointed and are dropped."""
-    if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r.get("step", math.inf) <= upto]
 
 
 # --------------------------------------------------------------------------- using a trained translator
