@@ -68,7 +68,7 @@ def cmd_train(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from . import distributed
-    device = _device(args.device)
+    device = resolve_device(args.device)
     dist = distributed.init(device)  # torchrun: one process per rank, gloo on CPU, nccl on CUDA
     if dist.active and device.startswith("cuda"):
         device = f"cuda:{dist.local_rank}"
@@ -92,7 +92,8 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _device(name: str) -> str:
+def resolve_device(name: str) -> str:
+    """--device: auto picks CUDA when there is one; asking for CUDA without one is a one-line error."""
     import torch
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -113,7 +114,7 @@ def cmd_generate(args) -> int:
         raise TagfaceError("give exactly one of: TAGS (e.g. \"blue hair red eyes\"), --tags-file FILE, --tag-grid")
     request = parse_tags(args.tags) if args.tags else None  # a typo is reported before any model loads
     entries = read_tags_file(args.tags_file) if args.tags_file else None
-    gen = FaceGenerator.load(args.checkpoint, device=_device(args.device))
+    gen = FaceGenerator.load(args.checkpoint, device=resolve_device(args.device))
     if entries:
         written = write_course_samples(gen, entries, args.out, args.n, args.seed, args.truncation)
         print(f"tagface: wrote {len(written)} images to {args.out}", file=sys.stderr)

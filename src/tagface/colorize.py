@@ -36,7 +36,7 @@ from . import __version__
 from .checkpoint import atomic_save_tensors, atomic_write_text, load_state, load_tensors, read_metadata, save_state
 from .config import ModelConfig, apply_overrides, build_dataclass
 from .data import FaceSet, augment, decode, load_datasets, to_float, to_uint8
-from .cli import positive
+from .cli import positive, resolve_device
 from .errors import TagfaceError
 from .losses import ADVERSARIAL, Labels
 from .models import DCGANGenerator, dcgan_discriminator, init_weights
@@ -581,14 +581,6 @@ def read_face(path: str | Path, resolution: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- commands
-def _device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TagfaceError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return name
-
-
 def _say(msg: str) -> None:
     print(f"tagface: {msg}", file=sys.stderr)
 
@@ -618,7 +610,7 @@ def cmd_pipeline_train(args) -> int:
         cfg, data_paths = PipelineConfig.from_dict(data, "--set"), args.data
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = _device(args.device)
+    device = resolve_device(args.device)
     faces = load_datasets(data_paths, cfg.resolution, args.cache_dir)
     trainer = PipelineTrainer(cfg, faces, out, device=device, data_paths=data_paths, progress=not args.no_progress)
     if args.resume:
@@ -641,7 +633,7 @@ def cmd_generate_pipeline(args) -> int:
     if not args.checkpoint:
         raise TagfaceError("--pipeline gray-colorize needs a pipeline run: pass --checkpoint RUN_DIR from "
                            "`tagface pipeline train` or its pipeline.safetensors (no pipeline model is shipped)")
-    pipe = ColorizePipeline.load(args.checkpoint, device=_device(args.device))
+    pipe = ColorizePipeline.load(args.checkpoint, device=resolve_device(args.device))
     if entries:
         written = write_course_samples(pipe, entries, args.out, args.n, args.seed, args.truncation)
         _say(f"wrote {len(written)} images to {args.out}")
@@ -667,7 +659,7 @@ def cmd_pipeline_colorize(args) -> int:
     dupes = sorted({s for s in stems if stems.count(s) > 1})
     if dupes:
         raise TagfaceError(f"several images share the name {dupes[0]!r}; their outputs would overwrite each other")
-    pipe = ColorizePipeline.load(args.checkpoint, device=_device(args.device))
+    pipe = ColorizePipeline.load(args.checkpoint, device=resolve_device(args.device))
     faces = torch.stack([read_face(p, pipe.resolution) for p in args.images])
     tags, notes = pipe.complete(request, args.seed)
     for note in notes:

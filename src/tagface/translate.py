@@ -524,7 +524,7 @@ _CONFIG_FLAGS = {
 
 
 def cmd_translate_train(args) -> int:
-    from .cli import _device
+    from .cli import resolve_device
     out = Path(args.out)
     given = {field: getattr(args, flag) for flag, field in _CONFIG_FLAGS.items() if getattr(args, flag) is not None}
     if args.no_flip:
@@ -554,7 +554,7 @@ def cmd_translate_train(args) -> int:
         raise TagfaceError("--a DIR and --b DIR are required: the two folders of images to translate between")
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = _device(args.device)
+    device = resolve_device(args.device)
     a = load_image_folder(folder_a, cfg.resolution, args.cache_dir, name="--a")
     b = load_image_folder(folder_b, cfg.resolution, args.cache_dir, name="--b")
     trainer = CycleGANTrainer(cfg, a, b, out, device=device, progress=not args.no_progress,
@@ -573,9 +573,9 @@ def cmd_translate_train(args) -> int:
 def cmd_translate_run(args) -> int:
     from PIL import Image
 
-    from .cli import _device
+    from .cli import resolve_device
     from .sampling import save_pil
-    model = Translator.load(args.checkpoint, device=_device(args.device))
+    model = Translator.load(args.checkpoint, device=resolve_device(args.device))
     out = Path(args.out)
     targets: dict[Path, str] = {}
     for p in args.images:
