@@ -104,3 +104,21 @@ def test_unknown_format_and_bad_opset_are_one_line_errors(runs, tmp_path, capsys
     with pytest.raises(TagfaceError, match="does not exist"):
         export_checkpoint(tmp_path / "nowhere", tmp_path / "g.onnx")
     assert not (tmp_path / "g.onnx").exists()
+
+
+def test_safetensors_export_is_a_slim_generator_that_draws_the_same_faces(runs, tmp_path, capsys):
+    run = runs["seed-dcgan-cls"]
+    full, half = tmp_path / "g.safetensors", tmp_path / "g16.safetensors"
+    assert main(["export", "--checkpoint", str(run), "--format", "safetensors", "--out", str(full)]) == 0
+    assert main(["export", "--checkpoint", str(run), "--format", "safetensors", "--half", "--out", str(half)]) == 0
+    assert "float16" in capsys.readouterr().err
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    source, a, b = FaceGenerator.load(run), FaceGenerator.load(full), FaceGenerator.load(half)
+    assert (a.step, b.step) == (source.step, source.step) and a.freq.hair == source.freq.hair
+    z, labels = source.noise(3, seed=5), _tags(3, 5)
+    with torch.no_grad():
+        want = source.G(z, labels.onehot)
+        assert torch.equal(a.G(z, labels.onehot), want)
+        assert (b.G(z, labels.onehot) - want).abs().max() < 2e-2
+    assert main(["export", "--checkpoint", str(run), "--format", "onnx", "--half", "--out", str(tmp_path / "g.onnx")]) == 2
+    assert "--half" in capsys.readouterr().err

@@ -223,7 +223,11 @@ def cmd_serve(args) -> int:
 
 def cmd_export(args) -> int:
     from .export import export_checkpoint
-    info = export_checkpoint(args.checkpoint, args.out, args.format, args.opset, args.exporter)
+    info = export_checkpoint(args.checkpoint, args.out, args.format, args.opset, args.exporter, half=args.half)
+    if args.format.lower() == "safetensors":
+        print(f"tagface: wrote {info['path']} ({info['bytes'] / 1e6:.1f} MB, {info['dtype']}; reloaded, it matches "
+              f"the source generator to {info['max_abs_diff']:.1e})", file=sys.stderr)
+        return 0
     check = ("; onnxruntime not installed, not checked" if info["max_abs_diff"] is None
              else f"; onnxruntime matches PyTorch to {info['max_abs_diff']:.1e}")
     print(f"tagface: wrote {info['path']} ({info['bytes'] / 1e6:.1f} MB, opset {info['opset']}, "
@@ -341,10 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--no-access-log", action="store_true", help="do not log each request")
     sv.set_defaults(func=cmd_serve)
 
-    x = sub.add_parser("export", help="export a generator for use outside PyTorch (ONNX)")
+    x = sub.add_parser("export", help="export a generator: ONNX, or slim (fp16) safetensors")
     x.add_argument("--checkpoint", help="run directory or .safetensors file (default: the shipped model)")
-    x.add_argument("--format", default="onnx", help="onnx (the only format so far)")
-    x.add_argument("--out", required=True, help="output file, e.g. g.onnx")
+    x.add_argument("--format", default="onnx", help="onnx (default) or safetensors (the generator alone)")
+    x.add_argument("--out", required=True, help="output file, e.g. g.onnx or g.safetensors")
+    x.add_argument("--half", action="store_true", help="fp16 weights (safetensors only; half the size)")
     x.add_argument("--opset", type=positive(int), help="ONNX opset (default 17; 18 with --exporter dynamo)")
     x.add_argument("--exporter", default="torchscript", choices=["torchscript", "dynamo"],
                    help="torch.onnx exporter: torchscript (default, needs only onnx) or dynamo (needs onnxscript)")

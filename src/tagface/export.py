@@ -1,4 +1,5 @@
-"""Exporting a trained generator for use outside PyTorch (ONNX, run with e.g. onnxruntime).
+"""Exporting a trained generator: ONNX for use outside PyTorch (run with e.g. onnxruntime), or a slim
+safetensors file (EMA generator and metadata only, fp16 if asked) such as the shipped default model.
 
 The ONNX graph has two inputs and one output, all float32, with a dynamic batch axis:
   z       [B, z_dim]   noise (N(0, 1), times the truncation you want)
@@ -19,7 +20,6 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
-import re
 import warnings
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from .errors import TagfaceError
 from .losses import Labels
 from .tags import EYE_COLOURS, HAIR_COLOURS, N_TAGS
 
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "safetensors")
 EXPORTERS = ("torchscript", "dynamo")
 DEFAULT_OPSET = 17          # onnxruntime >= 1.11 runs it; the TorchScript exporter supports up to 20
 DYNAMO_DEFAULT_OPSET = 18   # the lowest opset the torch.export-based exporter writes
@@ -202,15 +202,40 @@ def verify_onnx(model: bytes | str | Path, G: nn.Module, z_dim: int, batches: tu
     return worst
 
 
+def export_safetensors(gen, out: str | Path, half: bool = False) -> dict:
+    """The generator alone (no D, no optimizer state) as safetensors, fp16 if `half`; what `generate` and
+    `serve` load. Returns {"path", "bytes", "dtype", "max_abs_diff"}: the reloaded file's largest deviation
+    from the source generator on batches of 1 and 3 (image values in [-1, 1])."""
+    from .sampling import FaceGenerator, save_generator
+    dtype = torch.float16 if half else torch.float32
+    out = Path(out)
+    save_generator(gen.G, gen.recipe, gen.freq, out, step=gen.step, dtype=dtype)
+    back = FaceGenerator.load(out)
+    worst = 0.0
+    with torch.no_grad():
+        for b in (1, 3):
+            z, labels = _example_inputs(gen.recipe.model.z_dim, b, b)
+            worst = max(worst, float((back.G(z, labels) - gen.G(z, labels)).abs().max()))
+    return {"path": str(out), "bytes": out.stat().st_size, "dtype": str(dtype).removeprefix("torch."),
+            "max_abs_diff": worst}
+
+
 def export_checkpoint(checkpoint: str | Path | None, out: str | Path, fmt: str = "onnx", opset: int | None = None,
-                      exporter: str = "torchscript", verify: bool = True) -> dict:
+                      exporter: str = "torchscript", verify: bool = True, half: bool = False) -> dict:
     """`tagface export`: a run directory, generator or checkpoint file -> an exported generator."""
     if fmt.lower() not in FORMATS:
         raise TagfaceError(f"unknown export format '{fmt}'; allowed: {' '.join(FORMATS)}")
-    if not re.search(r"\.onnx$", str(out), re.IGNORECASE):
-        raise TagfaceError(f"--out {out}: an ONNX model file should end in .onnx")
-    _require_onnx()  # before loading weights: say what is missing first
+    fmt = fmt.lower()
+    suffix = "." + fmt
+    if not str(out).lower().endswith(suffix):
+        raise TagfaceError(f"--out {out}: the {fmt} format writes a file ending in {suffix}")
+    if half and fmt != "safetensors":
+        raise TagfaceError("--half: only the safetensors format stores fp16 weights")
+    if fmt == "onnx":
+        _require_onnx()  # before loading weights: say what is missing first
     from .sampling import FaceGenerator
     gen = FaceGenerator.load(checkpoint, device="cpu")
+    if fmt == "safetensors":
+        return export_safetensors(gen, out, half)
     return export_onnx(gen.G, gen.recipe, out, opset=opset, step=gen.step, freq=gen.freq, exporter=exporter,
                        verify=verify)
