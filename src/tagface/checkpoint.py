@@ -121,3 +121,26 @@ def load_state(path: str | Path) -> tuple[dict, dict[str, str]]:
     if SKELETON_KEY not in meta:
         raise TagfaceError(f"{path} is a weights file, not a training checkpoint (no {SKELETON_KEY} metadata)")
     return unflatten(json.loads(meta[SKELETON_KEY]), load_tensors(path)), meta
+
+
+def run_file(path: str | Path, names: tuple[str, ...], hint: str = "") -> Path:
+    """A run directory -> the first of `names` found in it; a file -> itself. Errors say what was looked for."""
+    p = Path(path)
+    if p.is_dir():
+        for name in names:
+            if (p / name).exists():
+                return p / name
+        raise TagfaceError(f"{p} holds no {' or '.join(names)}{hint}")
+    if not p.exists():
+        raise TagfaceError(f"checkpoint {p} does not exist")
+    return p
+
+
+def load_resume_state(path: Path, kind: str | None = None, what: str = "training") -> dict:
+    """The state `--resume` continues from, with the same one-line errors for every trainer."""
+    if not path.exists():
+        raise TagfaceError(f"--resume: {path} does not exist; start without --resume")
+    state, meta = load_state(path)
+    if kind is not None and meta.get("tagface.kind") != kind:
+        raise TagfaceError(f"{path} is not a {what} checkpoint (kind {meta.get('tagface.kind', 'none')})")
+    return state

@@ -33,7 +33,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import __version__
-from .checkpoint import atomic_save_tensors, atomic_write_text, load_state, load_tensors, read_metadata, save_state
+from .checkpoint import (atomic_save_tensors, atomic_write_text, load_resume_state, load_state, load_tensors,
+                         read_metadata, run_file, save_state)
 from .config import ModelConfig, apply_overrides, build_dataclass
 from .data import FaceSet, augment, decode, load_datasets, to_float, to_uint8
 from .cli import positive, resolve_device
@@ -421,13 +422,7 @@ class PipelineTrainer:
         atomic_save_tensors(tensors, self.out / PIPELINE, self._meta(KIND_PIPELINE))
 
     def resume(self) -> None:
-        path = self.out / CHECKPOINT
-        if not path.exists():
-            raise TagfaceError(f"--resume: {path} does not exist; start without --resume")
-        state, meta = load_state(path)
-        if meta.get("tagface.kind") != KIND_CHECKPOINT:
-            raise TagfaceError(f"{path} is not a pipeline checkpoint (kind {meta.get('tagface.kind', 'none')})")
-        self.load_state_dict(state)
+        self.load_state_dict(load_resume_state(self.out / CHECKPOINT, KIND_CHECKPOINT, "pipeline"))
 
     # ------------------------------------------------------------------ the loop
     def fit(self, steps: int) -> dict[str, float]:
@@ -460,18 +455,6 @@ def paired_rows(gray: torch.Tensor, colour: torch.Tensor, ncol: int) -> torch.Te
 
 
 # --------------------------------------------------------------------------- inference
-def resolve_pipeline(path: str | Path) -> Path:
-    p = Path(path)
-    if p.is_dir():
-        for name in (PIPELINE, CHECKPOINT):
-            if (p / name).exists():
-                return p / name
-        raise TagfaceError(f"{p} holds no {PIPELINE} or {CHECKPOINT}; train one with `tagface pipeline train`")
-    if not p.exists():
-        raise TagfaceError(f"checkpoint {p} does not exist")
-    return p
-
-
 @dataclass
 class ColorizePipeline:
     """Both inference networks (EMA weights, eval mode) plus what sampling needs from the training data."""
@@ -490,7 +473,7 @@ class ColorizePipeline:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> "ColorizePipeline":
-        p = resolve_pipeline(path)
+        p = run_file(path, (PIPELINE, CHECKPOINT), "; train one with `tagface pipeline train`")
         meta = read_metadata(p)
         kind = meta.get("tagface.kind")
         if kind not in (KIND_PIPELINE, KIND_CHECKPOINT):

@@ -18,7 +18,7 @@ import torch.nn as nn
 from PIL import Image
 
 from . import __version__
-from .checkpoint import atomic_save_tensors, atomic_write, load_state, load_tensors, read_metadata
+from .checkpoint import atomic_save_tensors, atomic_write, load_state, load_tensors, read_metadata, run_file
 from .config import Recipe
 from .data import to_uint8
 from .errors import TagfaceError
@@ -49,15 +49,7 @@ def resolve_checkpoint(path: str | Path | None) -> Path:
             raise TagfaceError("no default model is shipped in this install; pass --checkpoint RUN_DIR_OR_FILE "
                                "(train one with `tagface train`)")
         return p
-    p = Path(path)
-    if p.is_dir():
-        for name in ("generator.safetensors", "checkpoint.safetensors"):
-            if (p / name).exists():
-                return p / name
-        raise TagfaceError(f"{p} holds no generator.safetensors or checkpoint.safetensors")
-    if not p.exists():
-        raise TagfaceError(f"checkpoint {p} does not exist")
-    return p
+    return run_file(path, ("generator.safetensors", "checkpoint.safetensors"))
 
 
 @dataclass

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from . import __version__
 from . import distributed
-from .checkpoint import atomic_write_text, load_state, save_state
+from .checkpoint import atomic_write_text, load_resume_state, save_state
 from .config import Recipe
 from .data import FaceSet, augment, to_float
 from .errors import TagfaceError
@@ -266,11 +266,7 @@ class Trainer:
         save_generator(self.G_ema, self.recipe, self.freq, self.out / GENERATOR, step=self.step)
 
     def resume(self) -> None:
-        path = self.out / CHECKPOINT
-        if not path.exists():
-            raise TagfaceError(f"--resume: {path} does not exist; start without --resume")
-        state, _ = load_state(path)
-        self.load_state_dict(state)
+        self.load_state_dict(load_resume_state(self.out / CHECKPOINT))
 
     # ------------------------------------------------------------------ the loop
     def fit(self, steps: int) -> dict[str, float]:

@@ -399,14 +399,8 @@ class CycleGANTrainer:
         save_translator(self.G_ab, self.G_ba, self.cfg, self.out / TRANSLATOR, self.step)
 
     def resume(self) -> None:
-        path = self.out / CHECKPOINT
-        if not path.exists():
-            raise TagfaceError(f"--resume: {path} does not exist; start without --resume")
-        from .checkpoint import load_state
-        state, meta = load_state(path)
-        if meta.get("tagface.kind") != KIND_CHECKPOINT:
-            raise TagfaceError(f"{path} is not a `tagface translate` checkpoint")
-        self.load_state_dict(state)
+        from .checkpoint import load_resume_state
+        self.load_state_dict(load_resume_state(self.out / CHECKPOINT, KIND_CHECKPOINT, "`tagface translate`"))
 
     # ------------------------------------------------------------------ the loop
     def fit(self, steps: int) -> dict[str, float]:
@@ -458,14 +452,8 @@ class Translator:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> "Translator":
-        from .checkpoint import load_state, load_tensors, read_metadata
-        p = Path(path)
-        if p.is_dir():
-            p = next((p / n for n in (TRANSLATOR, CHECKPOINT) if (p / n).exists()), None)
-            if p is None:
-                raise TagfaceError(f"{path} holds no {TRANSLATOR} or {CHECKPOINT}")
-        elif not p.exists():
-            raise TagfaceError(f"checkpoint {p} does not exist")
+        from .checkpoint import load_state, load_tensors, read_metadata, run_file
+        p = run_file(path, (TRANSLATOR, CHECKPOINT))
         meta = read_metadata(p)
         kind = meta.get("tagface.kind")
         if kind not in (KIND_TRANSLATOR, KIND_CHECKPOINT) or "tagface.translate" not in meta:
