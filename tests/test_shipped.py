@@ -1,0 +1,33 @@
+"""The weights that ship inside the package: present, within their size budgets, and working together."""
+import torch
+
+from tagface.sampling import FaceGenerator, default_model_path
+from tagface.tagger import accuracy, default_tagger_path, load_tagger, predict_logits
+from tagface.tags import EYE_COLOURS, HAIR_COLOURS, parse_tags
+
+
+def test_shipped_files_fit_their_budgets():
+    assert default_model_path().stat().st_size <= 16 * 2**20
+    assert default_tagger_path().stat().st_size <= 8 * 2**20
+
+
+def test_default_generator_loads_without_a_checkpoint_and_is_deterministic():
+    gen = FaceGenerator.load()
+    assert gen.source == default_model_path() and gen.step > 0
+    tags, _ = gen.complete(parse_tags("blue hair red eyes"), seed=0)
+    a, b = gen.generate(tags, 4, seed=1), gen.generate(tags, 4, seed=1)
+    assert a.shape == (4, 3, gen.resolution, gen.resolution) and a.dtype == torch.uint8
+    assert torch.equal(a, b)
+    assert not torch.equal(a, gen.generate(tags, 4, seed=2))
+
+
+def test_shipped_tagger_reads_the_shipped_models_clearest_colours():
+    """Green hair and purple eyes are the colours the default model draws most reliably (docs/model-card.md);
+    if the two shipped files stopped agreeing on them, one of them is broken."""
+    gen, net = FaceGenerator.load(), load_tagger()
+    tags = parse_tags("green hair purple eyes")
+    with torch.no_grad():
+        logits = predict_logits(net, gen.generate(tags, 16, seed=0))
+    n = logits.shape[0]
+    acc = accuracy(logits, torch.full((n,), HAIR_COLOURS.index("green")), torch.full((n,), EYE_COLOURS.index("purple")))
+    assert acc.hair >= 0.5 and acc.eyes >= 0.5
