@@ -66,7 +66,7 @@ class TrainConfig:
     rotate: float = 5.0               # max rotation in degrees
     seed: int = 0
     precision: str = "fp32"           # fp32, or bf16 autocast (weights and optimizer stay fp32)
-    channels_last: bool = False       # NHWC activations: faster convolutions on CUDA and recent CPUs
+    channels_last: bool = False       # NHWC activations, for CUDA convolutions (far slower on a CPU: docs/performance.md)
     compile: bool = False             # torch.compile G and D (not with penalties: no double backward)
     log_every: int = 10
     sample_every: int = 250
