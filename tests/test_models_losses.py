@@ -157,3 +157,35 @@ def test_recipe_can_name_a_tagger_file_as_frozen_g_loss(tmp_path):
     trainer = Trainer(recipe, random_faces(), tmp_path / "run", progress=False)
     logs = trainer.train_step()
     assert logs["g_extra0"] > 0
+
+
+def test_cls_weight_scales_the_classification_loss_of_d_and_g():
+    labels = Labels(torch.tensor([1, 2]), torch.tensor([3, 4]))
+    real, fake = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    logits = torch.randn(2, N_TAGS, generator=torch.Generator().manual_seed(1))
+
+    class D(torch.nn.Module):
+        def forward(self, x, labels=None):
+            return DOut(x.mean((1, 2, 3)), logits)
+
+    def losses(weight):
+        objective = GANObjective(LossConfig(conditioning="auxiliary", cls_weight=weight))
+        _, d = objective.d_loss(D(), real, labels, fake, labels, torch.Generator().manual_seed(0))
+        _, g = objective.g_loss(D(), fake, labels)
+        return d["d_cls"], g["g_cls"]
+
+    (d1, g1), (d3, g3) = losses(1.0), losses(3.0)
+    assert d1 > 0 and g1 > 0
+    assert d3 == pytest.approx(3 * d1) and g3 == pytest.approx(3 * g1)
+
+
+@pytest.mark.parametrize("g_steps,d_steps", [(1, 1), (2, 1), (4, 1), (1, 2)])
+def test_update_ratio_sets_the_optimizer_steps_per_iteration(g_steps, d_steps, tmp_path):
+    recipe = tiny_recipe("seed-acgan-dcgan", f"train.g_steps={g_steps}", f"train.d_steps={d_steps}")
+    trainer = Trainer(recipe, random_faces(), tmp_path, progress=False)
+    counts = {"g": 0, "d": 0}
+    trainer.opt_g.register_step_post_hook(lambda *_: counts.__setitem__("g", counts["g"] + 1))
+    trainer.opt_d.register_step_post_hook(lambda *_: counts.__setitem__("d", counts["d"] + 1))
+    trainer.train_step()
+    trainer.train_step()
+    assert counts == {"g": 2 * g_steps, "d": 2 * d_steps}
