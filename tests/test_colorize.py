@@ -1,5 +1,6 @@
 """Report 000's two-stage pipeline: hair darkness, its statistics, the colorizer losses, exact resume and the
 `pipeline train` / `generate --pipeline gray-colorize` / `pipeline colorize` commands on tiny data."""
+import json
 import warnings
 
 import numpy as np
@@ -9,10 +10,11 @@ from PIL import Image
 
 from tagface.cli import main
 from tagface.colorize import (COLORIZER_LOSSES, ColorizePipeline, ColorizerDiscriminator, DarknessStats,
-                              PipelineConfig, PipelineTrainer, apply_overrides, build_colorizer, build_gray_generator,
+                              PipelineConfig, PipelineFaces, PipelineTrainer, apply_overrides, build_colorizer, build_gray_generator,
                               colorizer_d_loss, colorizer_terms, hair_box, hair_darkness)
 from tagface.config import ModelConfig
 from tagface.errors import TagfaceError
+from tagface.losses import Labels
 from tagface.models import build_discriminator, build_generator
 from tagface.tags import N_HAIR, N_TAGS
 
@@ -207,6 +209,21 @@ def test_cli_train_generate_colorize(tmp_path, capsys, make_dataset):
                  "--out", str(tmp_path / "all.png")]) == 0
     with Image.open(tmp_path / "all.png") as im:
         assert im.size == (11 * 34 + 2, 12 * 34 + 2)
+
+    capsys.readouterr()
+    # `tagface evaluate --pipeline gray-colorize` judges the pipeline like any generator
+    assert main(["evaluate", "--pipeline", "gray-colorize", "--checkpoint", str(run), "--real", str(ds.path),
+                 "--samples-per-tag", "1", "--out", str(tmp_path / "eval")]) == 0
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["recipe"] == "gray-colorize (l1 colorizer)" and report["step"] == 3
+    assert report["generated"]["n"] == 12 * 11 and 0 <= report["generated"]["both"] <= 1
+    faces = PipelineFaces(pipe)
+    labels = Labels(torch.tensor([8, 8, 0]), torch.tensor([9, 9, 0]))
+    drawn = faces.draw(faces.noise(3, 0), labels)
+    assert drawn.shape == (3, 3, 32, 32) and drawn.dtype == torch.uint8
+    assert torch.equal(drawn, faces.draw(faces.noise(3, 0), labels))  # darkness has its own fixed seed
+    assert "--checkpoint" in run_error(capsys, ["evaluate", "--pipeline", "gray-colorize", "--real", str(ds.path),
+                                                "--out", str(tmp_path / "e2")])
 
     out = tmp_path / "coloured"
     images = [ds.image_dir / "0.jpg", ds.image_dir / "1.jpg"]

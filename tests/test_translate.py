@@ -10,8 +10,8 @@ from PIL import Image
 from tagface.cli import main
 from tagface.errors import TagfaceError
 from tagface.translate import (CycleGANTrainer, ImagePool, PatchDiscriminator, ResnetGenerator, TranslateConfig,
-                               Translator, build_discriminator, build_generator, generator_losses,
-                               load_image_folder, patch_size)
+                               Translator, build_discriminator, build_generator, evaluate_translation,
+                               generator_losses, load_image_folder, patch_size)
 
 TINY = dict(resolution=16, g_channels=4, g_blocks=1, d_channels=4, batch_size=2, pool_size=3)
 TINY_FLAGS = ["--resolution", "16", "--g-channels", "4", "--g-blocks", "1", "--d-channels", "4", "--batch-size", "2",
@@ -209,3 +209,56 @@ def test_run_names_a_missing_or_unreadable_image(folders, tmp_path, capsys):
                  "--out", str(tmp_path / "o")]) == 2
     assert "bad.png cannot be read" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # nothing written when an input is bad
+
+
+class _Shift(nn.Module):
+    """A stand-in generator that adds a fixed colour offset (in [-1, 1] units)."""
+
+    def __init__(self, offset):
+        super().__init__()
+        self.offset = nn.Parameter(torch.tensor(offset, dtype=torch.float32)[None, :, None, None], requires_grad=False)
+
+    def forward(self, x):
+        return (x + self.offset).clamp(-1, 1)
+
+
+def test_evaluate_translation_scores_a_good_map_closer_than_doing_nothing(tmp_path):
+    from tagface.tagger import TaggerNet
+    torch.manual_seed(0)
+    tagger = TaggerNet(width=4, resolution=16).eval().requires_grad_(False)
+    a, b = tiny_images(40, (200, 60, 60), seed=1), tiny_images(40, (60, 60, 200), seed=2)
+    cfg = TranslateConfig(**TINY)
+    shift = 140 / 127.5  # red -> blue and back, in [-1, 1] units
+    good = Translator(_Shift([-shift, 0, shift]), _Shift([shift, 0, -shift]), cfg, 7, tmp_path)
+    idle = Translator(_Shift([0, 0, 0]), _Shift([0, 0, 0]), cfg, 0, tmp_path)
+    r_good, r_idle = (evaluate_translation(t, a, b, tagger, n=16) for t in (good, idle))
+    f = r_good["frechet_tagger"]
+    assert r_good["n_per_set"] == 16 and r_good["step"] == 7
+    assert f["a2b_vs_b"] < 0.2 * f["a_vs_b"] and f["b2a_vs_a"] < 0.2 * f["a_vs_b"]
+    assert f["b_vs_b"] < 0.5 * f["a_vs_b"] and f["a_vs_a"] < 0.5 * f["a_vs_b"]
+    # doing nothing scores exactly the untranslated distance and keeps every tag the tagger reads
+    fi = r_idle["frechet_tagger"]
+    assert fi["a2b_vs_b"] == pytest.approx(fi["a_vs_b"]) and fi["b2a_vs_a"] == pytest.approx(fi["a_vs_b"])
+    assert r_idle["tags_kept"]["a2b"] == {"hair": 1.0, "eyes": 1.0, "both": 1.0}
+    with pytest.raises(TagfaceError, match="too few images"):
+        evaluate_translation(idle, a[:10], b, tagger)
+
+
+def test_evaluate_through_the_cli(folders, tmp_path, capsys):
+    a, b = folders
+    run = tmp_path / "run"
+    more = tmp_path / "more"
+    write_images(more / "a", 20, (200, 60, 60), seed=3)
+    write_images(more / "b", 20, (60, 60, 200), seed=4)
+    assert main(["translate", "train", "--a", str(more / "a"), "--b", str(more / "b"), "--out", str(run),
+                 "--steps", "1", *TINY_FLAGS]) == 0
+    out = tmp_path / "eval"
+    assert main(["translate", "evaluate", "--checkpoint", str(run), "--out", str(out), "--n", "8"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_per_set"] == 8 and set(report["tags_kept"]) == {"a2b", "b2a"}
+    assert "| A -> B |" in (out / "report.md").read_text()
+    capsys.readouterr()
+    assert main(["translate", "evaluate", "--checkpoint", str(run), "--a", str(a), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("tagface: error:")]
+    assert len(errors) == 1 and "too few images" in errors[0] and "Traceback" not in err

@@ -200,7 +200,15 @@ def cmd_evaluate(args) -> int:
     from .evaluation import evaluate, write_report
     from .sampling import FaceGenerator
     from .tagger import load_tagger
-    gen = FaceGenerator.load(args.checkpoint)
+    if args.pipeline == "gray-colorize":
+        from .colorize import ColorizePipeline, PipelineFaces
+        if not args.checkpoint:
+            raise TagfaceError("--pipeline gray-colorize needs --checkpoint RUN_DIR from `tagface pipeline train`")
+        if args.inception:
+            raise TagfaceError("--inception is for GAN generators; drop it with --pipeline gray-colorize")
+        gen = PipelineFaces(ColorizePipeline.load(args.checkpoint))
+    else:
+        gen = FaceGenerator.load(args.checkpoint)
     tagger = load_tagger(args.tagger)
     real = load_datasets(args.real, 64, args.cache_dir, verbose=True)
     report = evaluate(gen, tagger, real, args.samples_per_tag, args.seed, args.truncation)
@@ -329,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--samples-per-tag", type=positive(int), default=8)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--truncation", type=float)
+    e.add_argument("--pipeline", default="gan", choices=["gan", "gray-colorize"],
+                   help="gan (default): a generator; gray-colorize: a `tagface pipeline train` run as --checkpoint")
     e.add_argument("--inception", help="pt_inception-2015-12-05 weights file for standard FID and KID")
     e.add_argument("--out", required=True, help="report folder")
     e.add_argument("--cache-dir")

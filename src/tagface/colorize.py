@@ -542,6 +542,37 @@ class ColorizePipeline:
         return to_uint8(self.C(gray.to(self._device), labels.onehot.to(self._device))).cpu()
 
 
+@dataclass
+class PipelineFaces:
+    """The pipeline seen as a tags -> faces generator (FaceGenerator's noise/draw surface), so `tagface evaluate`
+    judges it like any generator: each face's darkness is drawn from its hair colour's statistics with a fixed
+    seed, so the same z and labels give the same faces."""
+
+    pipe: ColorizePipeline
+    darkness_seed: int = 104729
+
+    default_truncation = 1.0
+
+    @property
+    def name(self) -> str:
+        return f"gray-colorize ({self.pipe.cfg.colorizer.loss} colorizer)"
+
+    @property
+    def step(self) -> int:
+        return self.pipe.step
+
+    @property
+    def source(self) -> Path:
+        return self.pipe.source
+
+    def noise(self, n: int, seed: int, truncation: float | None = None) -> torch.Tensor:
+        return self.pipe.noise(n, seed, truncation)
+
+    def draw(self, z: torch.Tensor, labels: Labels) -> torch.Tensor:
+        darkness = self.pipe.stats.sample(labels.hair, torch.Generator().manual_seed(self.darkness_seed))
+        return self.pipe.draw(z, darkness, labels)[1]
+
+
 def pipeline_tag_grid(pipe: ColorizePipeline, seed: int = 0, truncation: float | None = None) -> torch.Tensor:
     """12 x 11 grid, rows hair colours, columns eye colours; one gray face (noise, darkness) per row."""
     nh, ne = N_HAIR, len(EYE_COLOURS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +19,9 @@ from .checkpoint import atomic_write, atomic_write_text
 from .data import FaceSet
 from .losses import Labels
 from .sampling import FaceGenerator
+
+if TYPE_CHECKING:
+    from .colorize import PipelineFaces
 from .tagger import TaggerNet, extract_features, heldout_mask, per_colour_accuracy
 from .tags import EYE_COLOURS, HAIR_COLOURS, N_EYES, N_HAIR
 
@@ -63,7 +67,7 @@ def _per_pair_diversity(features: torch.Tensor, hair: torch.Tensor, eyes: torch.
     return out
 
 
-def evaluate(gen: FaceGenerator, tagger: TaggerNet, real: FaceSet, samples_per_tag: int = 8, seed: int = 0,
+def evaluate(gen: FaceGenerator | PipelineFaces, tagger: TaggerNet, real: FaceSet, samples_per_tag: int = 8, seed: int = 0,
              truncation: float | None = None, heldout_fraction: float = 0.1, max_real: int = 4000) -> dict:
     t0 = time.perf_counter()
     nh, ne = N_HAIR, N_EYES
@@ -92,11 +96,11 @@ def evaluate(gen: FaceGenerator, tagger: TaggerNet, real: FaceSet, samples_per_t
     div_real = _per_pair_diversity(real_feat, real_held.hair, real_held.eyes)
     ratios = {k: div_fake[k] / v for k, v in div_real.items() if k in div_fake and v > 0}
     return {
-        "checkpoint": str(gen.source), "step": gen.step, "recipe": gen.recipe.name,
+        "checkpoint": str(gen.source), "step": gen.step, "recipe": gen.name,
         "samples_per_tag": samples_per_tag, "truncation": truncation if truncation is not None else
-        gen.recipe.sample.truncation, "seed": seed,
-        "generated": {**fake_acc, "diversity_mean": float(np.mean(list(div_fake.values()))),
-                      "diversity_min": min(div_fake.values()), "diversity_per_pair": div_fake},
+        gen.default_truncation, "seed": seed,
+        "generated": {**fake_acc, "diversity_mean": float(np.mean(list(div_fake.values()))) if div_fake else None,
+                      "diversity_min": min(div_fake.values()) if div_fake else None, "diversity_per_pair": div_fake},
         "real_heldout": {**real_acc, "diversity_mean": float(np.mean(list(div_real.values()))) if div_real else None,
                          "diversity_per_pair": div_real},
         "frechet_tagger": {"generated_vs_real": fd, "real_vs_real": fd_real,

@@ -70,6 +70,14 @@ class FaceGenerator:
     def resolution(self) -> int:
         return self.recipe.train.resolution
 
+    @property
+    def name(self) -> str:
+        return self.recipe.name
+
+    @property
+    def default_truncation(self) -> float:
+        return self.recipe.sample.truncation
+
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = "cpu") -> "FaceGenerator":
         p = resolve_checkpoint(path)
