@@ -33,6 +33,28 @@ def test_resume_continues_exactly(name, tmp_path):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("name", ["seed-acgan-dcgan", "seed-wgan-gp"])
+def test_g_step_leaves_d_gradients_alone(name, tmp_path):
+    """G's update backpropagates through D but must not compute (or add to) D's own gradients."""
+    trainer = Trainer(tiny_recipe(name), random_faces(), tmp_path, progress=False)
+    after_d_step = []
+    step_d = trainer.opt_d.step
+
+    def record_then_step(*args, **kwargs):
+        after_d_step.append([p.grad.clone() for p in trainer.D.parameters()])
+        return step_d(*args, **kwargs)
+
+    trainer.opt_d.step = record_then_step
+    g_before = [p.detach().clone() for p in trainer.G.parameters()]
+    trainer.train_step()
+    assert all(p.grad is not None for p in trainer.G.parameters())
+    assert any(not torch.equal(a, p) for a, p in zip(g_before, trainer.G.parameters()))  # G did learn
+    for recorded, p in zip(after_d_step[-1], trainer.D.parameters()):
+        assert torch.equal(recorded, p.grad)  # untouched by G's backward pass
+    trainer.train_step()  # and D learns again in the next iteration
+    assert len(after_d_step) == 2 * trainer.recipe.train.d_steps
+
+
 def test_resume_without_checkpoint_is_an_error(tmp_path):
     from tagface.errors import TagfaceError
     trainer = Trainer(tiny_recipe("seed-acgan-dcgan"), random_faces(), tmp_path, progress=False)

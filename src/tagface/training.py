@@ -194,6 +194,7 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         t, logs = self.recipe.train, {}
+        self.D.requires_grad_(True)
         for _ in range(t.d_steps):
             real, labels = self._real_batch()
             fake_labels = labels.permute(torch.randperm(real.shape[0], generator=self.rng).to(self.device))
@@ -207,6 +208,8 @@ class Trainer:
             loss.backward()
             self.opt_d.step()
             logs.update(logs_d)
+        # G's step needs gradients through D, not D's own: skipping them saves part of D's backward pass
+        self.D.requires_grad_(False)
         for _ in range(t.g_steps):
             idx = torch.randint(0, len(self.data), (self.local_batch,), generator=self.rng)
             fake_labels = Labels(self.data.hair[idx].to(self.device), self.data.eyes[idx].to(self.device))
