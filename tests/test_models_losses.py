@@ -51,6 +51,35 @@ def test_srresnet_has_sixteen_residual_blocks_and_pixel_shuffle():
     assert sum(isinstance(m, torch.nn.PixelShuffle) for m in G.modules()) == 3
 
 
+def test_projection_d_scores_the_inner_product_of_tags_and_features():
+    from tagface.errors import TagfaceError
+    cfg = ModelConfig(d_channels=4, d_condition="projection")
+    D = build_discriminator(cfg, 32, condition=True, heads=False).eval()
+    assert not hasattr(D.head, "joint")  # tags enter only through the projection
+    x, tags = torch.randn(3, 3, 32, 32), torch.zeros(3, N_TAGS)
+    tags[:, 0], tags[:, 12] = 1, 1
+    out_a = D(x, tags).adv
+    with torch.no_grad():
+        D.head.project.weight.zero_()
+    unconditional = D(x, tags).adv
+    other = tags.roll(1, 1)
+    assert torch.allclose(unconditional, D(x, other).adv)  # with a zero projection the tags do not matter
+    pooled = D.features(x).sum((2, 3))
+    with torch.no_grad():
+        D.head.project.weight.normal_()
+    manual = unconditional + (D.head.project(D.head.embed(tags)) * pooled).sum(1)
+    assert torch.allclose(D(x, tags).adv, manual, atol=1e-5) and not torch.allclose(out_a, manual)
+    with pytest.raises(TagfaceError, match="model.d_condition 'dot'"):
+        build_discriminator(ModelConfig(d_condition="dot"), 32, condition=True, heads=False)
+
+
+def test_projection_d_trains_with_the_label_penalty(tmp_path):
+    trainer = Trainer(tiny_recipe("seed-wgan-gp", "model.d_condition=projection", "loss.penalty_on_labels=true"),
+                      random_faces(), tmp_path, progress=False)
+    logs = trainer.train_step()
+    assert "d_penalty" in logs and all(torch.isfinite(torch.tensor(v)) for v in logs.values())
+
+
 def test_spectral_norm_wraps_every_discriminator_layer():
     D = build_discriminator(ModelConfig(discriminator="resnet", d_channels=4, d_blocks=1, spectral_norm=True), 32,
                             condition=False, heads=True)

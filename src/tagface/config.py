@@ -32,6 +32,7 @@ class ModelConfig:
     d_blocks: int = 2                 # residual blocks per ResNet-D stage
     spectral_norm: bool = False       # on every D layer
     d_norm: str = "auto"              # batch | layer | none | auto (batch for DCGAN-D, none for ResNet-D or with spectral norm)
+    d_condition: str = "concat"       # how a tag-reading D takes the tags: concat (Reed et al.) | projection (Miyato & Koyama)
 
 
 @dataclass
@@ -64,6 +65,7 @@ class TrainConfig:
     replay_prob: float = 0.5          # share of each fake batch drawn from the replay buffer
     flip: bool = True
     rotate: float = 5.0               # max rotation in degrees
+    diffaugment: str = ""             # DiffAugment on every D input, e.g. "color,translation,cutout" ("": off)
     seed: int = 0
     precision: str = "fp32"           # fp32, or bf16 autocast (weights and optimizer stay fp32)
     channels_last: bool = False       # NHWC activations, for CUDA convolutions (far slower on a CPU: docs/performance.md)

@@ -106,28 +106,42 @@ class SRResNetGenerator(nn.Module):
 
 
 # --------------------------------------------------------------------------- discriminators
+D_CONDITIONS = ("concat", "projection")
+
+
 class DiscriminatorHead(nn.Module):
-    """Shared top of every D: optional tag input (concatenated at the last feature map, Reed et al.),
-    a real/fake score and optional classifier heads."""
+    """Shared top of every D: optional tag input, a real/fake score and optional classifier heads.
+
+    A tag-reading D takes the tags by `model.d_condition`: `concat` joins the tag embedding to the last feature
+    map (Reed et al.); `projection` adds the inner product of a tag embedding with the pooled features to the
+    score (Miyato & Koyama 2018), so the tags enter as a match score rather than as more input channels."""
 
     def __init__(self, channels: int, spatial: int, condition: bool, heads: bool, cfg: ModelConfig):
         super().__init__()
-        self.condition = condition
+        if cfg.d_condition not in D_CONDITIONS:
+            raise TagfaceError(f"unknown model.d_condition '{cfg.d_condition}'; allowed: {' '.join(D_CONDITIONS)}")
+        self.condition = cfg.d_condition if condition else None
         if condition:
             self.embed = build_text_encoder(cfg)
+        if self.condition == "concat":
             self.joint = nn.Sequential(nn.Conv2d(channels + self.embed.dim, channels, 1), nn.LeakyReLU(0.2, True))
+        elif self.condition == "projection":
+            self.project = nn.Linear(self.embed.dim, channels, bias=False)
         self.adv = nn.Linear(channels * spatial ** 2, 1)
         self.cls = nn.Linear(channels * spatial ** 2, N_TAGS) if heads else None
 
     def forward(self, h: torch.Tensor, labels: torch.Tensor | None) -> DOut:
-        if self.condition:
-            if labels is None:
-                raise ValueError("this discriminator reads tags: pass labels")
+        if self.condition and labels is None:
+            raise ValueError("this discriminator reads tags: pass labels")
+        if self.condition == "concat":
             e = self.embed(labels)[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
             h = self.joint(torch.cat([h, e], 1))
         flat = h.flatten(1)
+        score = self.adv(flat).squeeze(1)
+        if self.condition == "projection":
+            score = score + (self.project(self.embed(labels)) * h.sum((2, 3))).sum(1)
         logits = self.cls(flat).float() if self.cls is not None else None
-        return DOut(self.adv(flat).squeeze(1).float(), logits)  # float32 scores: losses in full precision
+        return DOut(score.float(), logits)  # float32 scores: losses in full precision
 
 
 class Discriminator(nn.Module):

@@ -28,6 +28,7 @@ from . import distributed
 from .checkpoint import atomic_write_text, load_resume_state, save_state
 from .config import Recipe
 from .data import FaceSet, augment, to_float
+from .diffaugment import DiffAugmented, parse_policy
 from .errors import TagfaceError
 from .losses import FrozenClassifierLoss, GANObjective, Labels
 from .models import build_discriminator, build_generator
@@ -169,6 +170,9 @@ class Trainer:
                 self.D_train = DDP(distributed.convert_batchnorm(self.D), device_ids=ids, broadcast_buffers=False)
         if t.compile:
             self.G_train, self.D_train = torch.compile(self.G_train), torch.compile(self.D_train)
+        augment_names = parse_policy(t.diffaugment)
+        # what the losses call D: through DiffAugment when it is on (the same transforms for real and fake)
+        self.D_loss = DiffAugmented(self.D_train, augment_names, self.rng) if augment_names else self.D_train
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=t.betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=t.betas)
         self.sampler = BatchSampler(len(data), t.batch_size, self.data_rng, self.dist.rank, self.dist.world)
@@ -203,7 +207,7 @@ class Trainer:
             if self.replay is not None:
                 fake, fake_labels = self.replay.mix(fake, fake_labels, self.rng)
             with self._autocast():
-                loss, logs_d = self.objective.d_loss(self.D_train, real, labels, fake, fake_labels, self.rng)
+                loss, logs_d = self.objective.d_loss(self.D_loss, real, labels, fake, fake_labels, self.rng)
             self.opt_d.zero_grad(set_to_none=True)
             loss.backward()
             self.opt_d.step()
@@ -216,7 +220,7 @@ class Trainer:
             with self._autocast():
                 fake = self.G_train(self._noise(self.local_batch), fake_labels.onehot)
                 with self._no_d_sync():  # D's gradients from G's step are discarded: skip their all-reduce
-                    loss, logs_g = self.objective.g_loss(self.D_train, fake, fake_labels)
+                    loss, logs_g = self.objective.g_loss(self.D_loss, fake, fake_labels)
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward()
             self.opt_g.step()
