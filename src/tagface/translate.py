@@ -266,7 +266,7 @@ def load_image_folder(folder: str | Path, resolution: int, cache_dir: str | Path
     h = hashlib.sha1(json.dumps([CACHE_VERSION, str(folder.resolve()), resolution]).encode())
     for p in paths:  # an image added, removed or replaced changes the key
         st = p.stat()
-        h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        h.update(f"{p.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns}\n".encode())  # same key however folder is spelled
     cache_file = (Path(cache_dir) if cache_dir else default_cache_dir()) / f"folder-{h.hexdigest()[:20]}.safetensors"
     if cache_file.exists():
         meta = read_metadata(cache_file)
