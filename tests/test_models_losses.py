@@ -4,7 +4,8 @@ import torch
 
 from tagface.config import LossConfig, ModelConfig, Recipe, list_recipes, load_recipe
 from tagface.data import FaceSet
-from tagface.losses import PENALTIES, GANObjective, Labels, MatchingAware, ADVERSARIAL, FrozenClassifierLoss
+from tagface.losses import (PENALTIES, GANObjective, Labels, MatchingAware, ADVERSARIAL, FrozenClassifierLoss,
+                            mode_seeking_loss)
 from tagface.models import DOut, build_discriminator, build_generator
 from tagface.tags import N_TAGS
 from tagface.training import Trainer
@@ -218,3 +219,29 @@ def test_update_ratio_sets_the_optimizer_steps_per_iteration(g_steps, d_steps, t
     trainer.train_step()
     trainer.train_step()
     assert counts == {"g": 2 * g_steps, "d": 2 * d_steps}
+
+
+def test_mode_seeking_loss_falls_as_twin_faces_move_apart():
+    z = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))
+    same = torch.zeros(8, 3, 4, 4)
+    apart = torch.cat([torch.zeros(4, 3, 4, 4), torch.ones(4, 3, 4, 4)])
+    assert mode_seeking_loss(apart, z) < mode_seeking_loss(same + 0.01 * torch.rand(8, 3, 4, 4), z)
+    fake = (0.1 * torch.rand(8, 3, 4, 4)).requires_grad_(True)
+    mode_seeking_loss(fake, z).backward()
+    f1, f2 = fake.detach().chunk(2)
+    g1, g2 = fake.grad.chunk(2)
+    stepped = (f1 - 0.1 * g1) - (f2 - 0.1 * g2)   # one gradient step on the loss
+    assert stepped.abs().mean() > (f1 - f2).abs().mean()
+
+
+def test_mode_seeking_draws_each_g_batch_as_two_halves_with_the_same_tags():
+    recipe = tiny_recipe("seed-acgan-dcgan", "loss.mode_seeking=1.0", "train.batch_size=6")
+    trainer = Trainer(recipe, random_faces(), "/nonexistent-unused", progress=False)
+    seen = []
+    g_forward = trainer.G_train.forward
+    trainer.G_train.forward = lambda z, y: seen.append(y.clone()) or g_forward(z, y)
+    logs = trainer.train_step()
+    assert logs["g_mode_seeking"] > 0
+    g_tags = seen[-1]                 # the D step draws G's fakes first, then the G step
+    assert g_tags.shape[0] == 6 and torch.equal(g_tags[:3], g_tags[3:])
+    assert not torch.equal(seen[0][:3], seen[0][3:])

@@ -48,6 +48,7 @@ class LossConfig:
     drift: float = 0.0                # WGAN critic drift term, keeps real scores near 0
     frozen_classifier: str = ""       # report 003: a frozen tagger as extra G loss ("default": the shipped one)
     frozen_classifier_weight: float = 1.0
+    mode_seeking: float = 0.0         # MSGAN (Mao et al.): weight of G's reward for different faces per tag
 
 
 @dataclass

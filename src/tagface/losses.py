@@ -70,6 +70,15 @@ class FrozenClassifierLoss:
         return self.weight * classification_loss(self.classifier(fake), labels, self.kind)
 
 
+def mode_seeking_loss(fake: torch.Tensor, z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """MSGAN (Mao et al. 2019): the batch is two halves drawn for the same tags; G is rewarded when two
+    noise vectors give faces as far apart as the vectors are, which counters one face per tag pair."""
+    f1, f2 = fake.float().chunk(2)
+    z1, z2 = z.float().chunk(2)
+    ratio = (f1 - f2).abs().mean() / (z1 - z2).abs().mean()
+    return 1.0 / (ratio + eps)
+
+
 # --------------------------------------------------------------------------- penalties
 def _grad_norm_penalty(D, x: torch.Tensor, labels: torch.Tensor | None, on_labels: bool, target: float = 1.0):
     x = x.detach().requires_grad_(True)

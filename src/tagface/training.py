@@ -30,7 +30,7 @@ from .config import Recipe
 from .data import FaceSet, augment, to_float
 from .diffaugment import DiffAugmented, parse_policy
 from .errors import TagfaceError
-from .losses import FrozenClassifierLoss, GANObjective, Labels
+from .losses import FrozenClassifierLoss, GANObjective, Labels, mode_seeking_loss
 from .models import build_discriminator, build_generator
 from .sampling import save_generator, sample_grid_labels, save_image_grid
 from .plotting import plot_losses
@@ -214,13 +214,21 @@ class Trainer:
             logs.update(logs_d)
         # G's step needs gradients through D, not D's own: skipping them saves part of D's backward pass
         self.D.requires_grad_(False)
+        mode_seeking = self.recipe.loss.mode_seeking
         for _ in range(t.g_steps):
             idx = torch.randint(0, len(self.data), (self.local_batch,), generator=self.rng)
+            if mode_seeking:  # two halves with the same tags, so each face has a twin to differ from
+                idx = idx[: self.local_batch // 2].repeat(2)
             fake_labels = Labels(self.data.hair[idx].to(self.device), self.data.eyes[idx].to(self.device))
+            z = self._noise(len(idx))
             with self._autocast():
-                fake = self.G_train(self._noise(self.local_batch), fake_labels.onehot)
+                fake = self.G_train(z, fake_labels.onehot)
                 with self._no_d_sync():  # D's gradients from G's step are discarded: skip their all-reduce
                     loss, logs_g = self.objective.g_loss(self.D_loss, fake, fake_labels)
+            if mode_seeking:
+                ms = mode_seeking_loss(fake, z)
+                loss = loss + mode_seeking * ms
+                logs_g["g_mode_seeking"] = ms.item()
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward()
             self.opt_g.step()
