@@ -77,12 +77,13 @@ def test_speed_switches_apply_to_tagface_and_floor_but_not_the_reference(tmp_pat
         seen.append((trainer.recipe.train.precision, trainer.recipe.train.channels_last))
         return original(trainer, loader)
     monkeypatch.setattr(bench, "reference_step_fn", spy)
-    cfg = {**TINY_BENCH, "overrides": TINY_BENCH["overrides"] + ["train.precision=bf16", "train.channels_last=true"]}
+    cfg = {**TINY_BENCH, "overrides": TINY_BENCH["overrides"] + ["train.precision=bf16", "train.channels_last=true",
+                                                                 "train.reuse_fakes=true"]}
     result = run_bench(BenchConfig(recipes=["seed-acgan-dcgan"], **cfg))
     (row,) = result["training"]
-    assert row["speed_settings"] == {"precision": "bf16", "channels_last": True, "compile": False}
+    assert row["speed_settings"] == {"precision": "bf16", "channels_last": True, "compile": False, "reuse_fakes": True}
     assert seen == [("fp32", False)]  # the tutorial loop: fp32, default memory format
-    assert "| bf16 channels last |" in to_markdown(result)
+    assert "| bf16 channels last reuse fakes |" in to_markdown(result)
 
 
 def test_data_loading_with_resizing_reference(tmp_path):
@@ -110,3 +111,19 @@ def test_cli_bench_writes_json_and_markdown(tmp_path, capsys):
     result = json.loads((tmp_path / "b" / "bench.json").read_text())
     assert result["settings"]["steps"] == 1 and result["training"][0]["tagface"]["img_per_s"] > 0
     assert to_markdown(result) == (tmp_path / "b" / "bench.md").read_text()
+
+
+def test_reference_loop_calls_d_once_per_image_tag_pair(monkeypatch):
+    """tagface scores the real images' features against three tag sets in one pass; the tutorial loop may not."""
+    import tagface.bench as bench
+    seen = []
+    original = bench.reference_step_fn
+
+    def spy(trainer, loader):
+        step = original(trainer, loader)
+        seen.append(trainer.objective.conditioning.shared_real_pass)
+        return step
+
+    monkeypatch.setattr(bench, "reference_step_fn", spy)
+    run_bench(BenchConfig(recipes=["seed-dcgan-cls"], **TINY_BENCH))
+    assert seen == [False]

@@ -28,11 +28,11 @@ def _join(rank: int, world: int, port: int) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
 
 
-def _train_rank(rank: int, world: int, port: int, out: str) -> None:
+def _train_rank(rank: int, world: int, port: int, out: str, *extra: str) -> None:
     from tagface.checkpoint import atomic_save_tensors
     from tagface.training import Trainer
     _join(rank, world, port)
-    recipe = tiny_recipe("seed-acgan-dcgan", "train.batch_size=8", "train.sample_every=1000")
+    recipe = tiny_recipe("seed-acgan-dcgan", "train.batch_size=8", "train.sample_every=1000", *extra)
     trainer = Trainer(recipe, random_faces(24), out, progress=False)
     assert sum(isinstance(m, CrossRankBatchNorm2d) for m in trainer.G.modules()) > 0
     trainer.fit(3)
@@ -42,8 +42,9 @@ def _train_rank(rank: int, world: int, port: int, out: str) -> None:
     dist.destroy_process_group()
 
 
-def test_two_gloo_ranks_hold_identical_weights(tmp_path):
-    mp.spawn(_train_rank, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+@pytest.mark.parametrize("extra", [(), ("train.reuse_fakes=true",)])
+def test_two_gloo_ranks_hold_identical_weights(extra, tmp_path):
+    mp.spawn(_train_rank, args=(2, free_port(), str(tmp_path), *extra), nprocs=2, join=True)
     a, b = load_tensors(tmp_path / "rank0.safetensors"), load_tensors(tmp_path / "rank1.safetensors")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -89,34 +89,72 @@ def test_spectral_norm_wraps_every_discriminator_layer():
 
 
 class RecordingD(torch.nn.Module):
-    """A stand-in D that remembers which (images, labels) pairs it was asked to judge."""
+    """A stand-in D that remembers each (image, tags) pair it was asked to judge; like the real D, k tag sets
+    for the same images ([k*B, tags]) score every image against each set."""
 
     def __init__(self):
         super().__init__()
         self.w = torch.nn.Parameter(torch.ones(()))
-        self.calls = []
+        self.pairs = []
 
     def forward(self, x, labels=None):
-        self.calls.append((x.detach(), None if labels is None else labels.detach()))
+        x = x.repeat(labels.shape[0] // x.shape[0], 1, 1, 1)
+        self.pairs += [(xi.detach(), ci.detach()) for xi, ci in zip(x, labels)]
         return DOut(self.w * x.mean((1, 2, 3)), self.w * torch.zeros(x.shape[0], N_TAGS))
 
 
-def test_matching_aware_d_sees_wrong_tags_and_wrong_images_as_fake():
+@pytest.mark.parametrize("shared", [True, False])
+def test_matching_aware_d_sees_wrong_tags_and_wrong_images_as_fake(shared):
     real = torch.randn(6, 3, 8, 8)
     labels = Labels(torch.tensor([0, 1, 2, 3, 4, 5]), torch.tensor([0, 1, 2, 3, 4, 5]))
     fake = torch.randn(6, 3, 8, 8)
     D = RecordingD()
     cond = MatchingAware(LossConfig(conditioning="matching"), ADVERSARIAL["nonsaturating"])
+    cond.shared_real_pass = shared
     cond.d_terms(D, real, labels, fake, labels, torch.Generator().manual_seed(0))
-    pairs = [(x, c) for x, c in D.calls]
     right = labels.onehot
-    # real image + wrong tags: every row's tags differ from the truth
-    assert any(torch.equal(x, real) and (c != right).any(1).all() for x, c in pairs)
-    # wrong image + right tags: rolled real images with the original tags
-    assert any(torch.equal(x, real.roll(1, 0)) and torch.equal(c, right) for x, c in pairs)
-    # G's fakes with their tags, and real with right tags
-    assert any(torch.equal(x, fake) for x, c in pairs)
-    assert any(torch.equal(x, real) and torch.equal(c, right) for x, c in pairs)
+
+    def scored(image, tags_ok):
+        return any(torch.equal(x, image) and tags_ok(c) for x, c in D.pairs)
+
+    for i in range(6):
+        assert scored(real[i], lambda c: torch.equal(c, right[i]))          # real image, right tags
+        assert scored(real[i], lambda c: (c != right[i]).any())             # real image, wrong tags
+        assert scored(real[i], lambda c: torch.equal(c, right[(i + 1) % 6]))  # another image's tags
+        assert scored(fake[i], lambda c: torch.equal(c, right[i]))          # G's fake, its tags
+
+
+def test_matching_aware_shared_real_pass_gives_the_per_pair_loss():
+    torch.manual_seed(0)
+    D = build_discriminator(ModelConfig(d_channels=4, d_norm="none"), 32, condition=True, heads=False)
+    real, fake = torch.rand(6, 3, 32, 32), torch.rand(6, 3, 32, 32)
+    labels = Labels(torch.tensor([0, 0, 2, 3, 3, 5]), torch.tensor([1, 1, 2, 3, 3, 4]))  # some neighbours agree
+    fake_labels = Labels(torch.tensor([5, 4, 3, 2, 1, 0]), torch.tensor([0, 1, 2, 3, 4, 5]))
+    losses, grads = [], []
+    for shared in (True, False):
+        cond = MatchingAware(LossConfig(conditioning="matching"), ADVERSARIAL["nonsaturating"])
+        cond.shared_real_pass = shared
+        D.zero_grad()
+        loss = cond.d_terms(D, real, labels, fake, fake_labels, torch.Generator().manual_seed(3))["adv"]
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in D.parameters()]))
+    torch.testing.assert_close(losses[0], losses[1])
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_discriminator_scores_several_tag_sets_for_one_image_batch():
+    torch.manual_seed(0)
+    D = build_discriminator(ModelConfig(d_channels=4, d_norm="none"), 32, condition=True, heads=False)
+    x = torch.rand(2, 3, 32, 32)
+    a, b = one_hot_rows(2, 0), one_hot_rows(2, 7)
+    torch.testing.assert_close(D(x, torch.cat([a, b])).adv, torch.cat([D(x, a).adv, D(x, b).adv]))
+    with pytest.raises(ValueError, match="multiple"):
+        D(x, torch.cat([a, b[:1]]))
+
+
+def one_hot_rows(n: int, hair: int) -> torch.Tensor:
+    return Labels(torch.full((n,), hair), torch.arange(n)).onehot
 
 
 def test_auxiliary_without_fake_cls_ignores_fake_logits():

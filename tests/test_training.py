@@ -1,5 +1,6 @@
 """Training state: exact resume, replay, checkpoints; generation: seeds, course files; one end-to-end run."""
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,37 @@ def test_g_step_leaves_d_gradients_alone(name, tmp_path):
         assert torch.equal(recorded, p.grad)  # untouched by G's backward pass
     trainer.train_step()  # and D learns again in the next iteration
     assert len(after_d_step) == 2 * trainer.recipe.train.d_steps
+
+
+@pytest.mark.parametrize("name", ["seed-acgan-dcgan", "seed-wgan-gp"])
+def test_reuse_fakes_trains_g_on_the_fakes_d_just_judged(name, tmp_path):
+    """train.reuse_fakes: one G forward per iteration instead of two, and G's step learns from those fakes."""
+    counts = {}
+    for reuse in (False, True):
+        trainer = Trainer(tiny_recipe(name, f"train.reuse_fakes={reuse}"), random_faces(), tmp_path, progress=False)
+        calls, g_forward = [], trainer.G_train.forward
+        trainer.G_train.forward = lambda z, y: calls.append(torch.is_grad_enabled()) or g_forward(z, y)
+        g_before = [p.detach().clone() for p in trainer.G.parameters()]
+        logs = trainer.train_step()
+        assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
+        assert any(not torch.equal(a, p) for a, p in zip(g_before, trainer.G.parameters()))  # G did learn
+        counts[reuse] = calls
+    d_steps = trainer.recipe.train.d_steps
+    assert counts[False] == [False] * d_steps + [True]          # D's fakes without a graph, then G's own
+    assert counts[True] == [False] * (d_steps - 1) + [True]     # the last D step's fakes serve G's step
+
+
+def test_reuse_fakes_resumes_exactly(tmp_path):
+    recipe = tiny_recipe("seed-dcgan-cls", "train.reuse_fakes=true", "train.checkpoint_every=1000",
+                         "train.sample_every=1000")
+    straight = Trainer(recipe, random_faces(), tmp_path / "a", progress=False)
+    straight.fit(2)
+    expected = [straight.train_step() for _ in range(2)]
+    first = Trainer(recipe, random_faces(), tmp_path / "b", progress=False)
+    first.fit(2)
+    resumed = Trainer(recipe, random_faces(), tmp_path / "b", progress=False)
+    resumed.resume()
+    assert [resumed.train_step() for _ in range(2)] == expected
 
 
 def test_resume_without_checkpoint_is_an_error(tmp_path):
@@ -189,3 +221,14 @@ def test_compiled_training_matches_eager_and_saves_plain_weights(tmp_path):
     compiled.save()
     gen = FaceGenerator.load(tmp_path / "b")  # keys of the plain module, no "_orig_mod." prefix
     assert gen.step == 1
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns(tmp_path, monkeypatch):
+    import tagface.training as training
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="no native bf16"):
+        Trainer(tiny_recipe("seed-acgan-dcgan", "train.precision=bf16"), random_faces(), tmp_path, progress=False)
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Trainer(tiny_recipe("seed-acgan-dcgan", "train.precision=bf16"), random_faces(), tmp_path, progress=False)

@@ -37,7 +37,7 @@ from .checkpoint import atomic_write_text
 from .config import Recipe, load_recipe
 from .data import FaceSet, augment, clean, load_datasets, read_records, to_float
 from .errors import TagfaceError
-from .losses import Labels
+from .losses import Labels, MatchingAware
 from .models import build_discriminator, build_generator
 from .sampling import FaceGenerator
 from .tags import EYE_COLOURS, HAIR_COLOURS
@@ -120,6 +120,8 @@ def reference_step_fn(trainer: Trainer, loader: DataLoader) -> Callable[[], None
     G, D, opt_g, opt_d, objective = trainer.G, trainer.D, trainer.opt_g, trainer.opt_d, trainer.objective
     t, z_dim, rng = trainer.recipe.train, trainer.recipe.model.z_dim, torch.Generator().manual_seed(1)
     batches = _Cycle(loader)
+    if isinstance(objective.conditioning, MatchingAware):
+        objective.conditioning.shared_real_pass = False  # tutorials call D once per (image, tags) pair
 
     def step() -> None:
         labels = None
@@ -159,19 +161,26 @@ def floor_step_fn(trainer: Trainer) -> Callable[[], None]:
     if t.channels_last:
         real = real.contiguous(memory_format=torch.channels_last)
 
-    def step() -> None:  # the same arithmetic as train_step: its precision and memory format
-        for _ in range(t.d_steps):
-            with torch.no_grad(), trainer._autocast():
+    def step() -> None:  # the same arithmetic as train_step: its precision, memory format and reused fakes
+        kept = None
+        D.requires_grad_(True)
+        for i in range(t.d_steps):
+            keep = t.reuse_fakes and i == t.d_steps - 1
+            with torch.set_grad_enabled(keep), trainer._autocast():
                 fake = G(z_d, fake_labels.onehot)
+            if keep:
+                kept, fake = (fake, fake_labels), fake.detach()
             with trainer._autocast():
                 loss, _ = objective.d_loss(D, real, labels, fake, fake_labels, g)
             opt_d.zero_grad(set_to_none=True)
             loss.backward()
             opt_d.step()
+        D.requires_grad_(False)
         for _ in range(t.g_steps):
             with trainer._autocast():
-                fake = G(z_g, labels.onehot)
-                loss, _ = objective.g_loss(D, fake, labels)
+                fake, tags = kept if kept is not None else (G(z_g, labels.onehot), labels)
+                kept = None
+                loss, _ = objective.g_loss(D, fake, tags)
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
             opt_g.step()
@@ -242,9 +251,10 @@ def bench_training(recipe: Recipe, faces: FaceSet, items, steps: int, warmup: in
     row = {"recipe": recipe.name, "resolution": t.resolution, "batch_size": t.batch_size,
            "d_steps": t.d_steps, "g_steps": t.g_steps, "images_per_step": per_step}
 
-    row["speed_settings"] = {"precision": t.precision, "channels_last": t.channels_last, "compile": t.compile}
+    row["speed_settings"] = {"precision": t.precision, "channels_last": t.channels_last, "compile": t.compile,
+                             "reuse_fakes": t.reuse_fakes}
     # The tutorial loop knows none of the speed switches: fp32, default memory format, eager.
-    plain = replace(recipe, train=replace(t, precision="fp32", channels_last=False, compile=False))
+    plain = replace(recipe, train=replace(t, precision="fp32", channels_last=False, compile=False, reuse_fakes=False))
 
     def fresh(r: Recipe = recipe) -> Trainer:  # same seed, so every variant starts from the same weights
         return Trainer(r, faces, workdir, progress=False)
@@ -311,7 +321,9 @@ def machine_info() -> dict:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
-    return {"cpu": model, "cpus": usable, "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+    from .training import cpu_has_native_bf16
+    return {"cpu": model, "cpus": usable, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "native_bf16": cpu_has_native_bf16(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform(), "tagface": __version__}
 
 
@@ -390,7 +402,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda msg: None) -
 # --------------------------------------------------------------------------- reports
 def to_markdown(result: dict) -> str:
     m, s = result["machine"], result["settings"]
-    lines = [f"tagface {m['tagface']}, torch {m['torch']}, {m['cpu'] or 'unknown CPU'}, {m['cpus']} CPUs, "
+    lines = [f"tagface {m['tagface']}, torch {m['torch']}, {m['cpu'] or 'unknown CPU'} "
+             f"({m.get('cpu_capability', '?')}, native bf16 {'yes' if m.get('native_bf16') else 'no'}), {m['cpus']} CPUs, "
              f"{m['torch_threads']} torch threads; data {result['data_source']}; {s['warmup']} warmup + "
              f"{s['steps']} timed steps; reference DataLoader workers {s['ref_workers']}; "
              f"load average {result.get('loadavg_start')} -> {result.get('loadavg_end')}; "
@@ -402,7 +415,7 @@ def to_markdown(result: dict) -> str:
               "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in result["training"]:
         ss = r.get("speed_settings", {})
-        settings = " ".join([ss.get("precision", "fp32")] + [k.replace("_", " ") for k in ("channels_last", "compile")
+        settings = " ".join([ss.get("precision", "fp32")] + [k.replace("_", " ") for k in ("channels_last", "compile", "reuse_fakes")
                                                               if ss.get(k)])
         lines.append(f"| {r['recipe']} | {r['resolution']} | {r['batch_size']}x{r['d_steps']} | {settings} | "
                      f"{r['tagface']['img_per_s']:.1f} | {r['reference']['img_per_s']:.1f} | "

@@ -71,6 +71,7 @@ class TrainConfig:
     precision: str = "fp32"           # fp32, or bf16 autocast (weights and optimizer stay fp32)
     channels_last: bool = False       # NHWC activations, for CUDA convolutions (far slower on a CPU: docs/performance.md)
     compile: bool = False             # torch.compile G and D (not with penalties: no double backward)
+    reuse_fakes: bool = False         # G's step trains on the fakes D just judged: one G forward per step, not two
     log_every: int = 10
     sample_every: int = 250
     checkpoint_every: int = 250

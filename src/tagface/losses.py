@@ -142,19 +142,28 @@ class MatchingAware(Conditioning):
     images with the right tags count as fake, alongside G's fakes."""
 
     reads_labels = True
+    # One pass of D's features over the real images, scored against three tag sets (right, wrong, another
+    # image's); False: one D call per pair, as tutorials write it (the benchmark's reference loop).
+    shared_real_pass = True
 
     def d_terms(self, D, real, labels, fake, fake_labels, rng):
         b = real.shape[0]
         shift_h = torch.randint(1, N_HAIR, (b,), generator=rng).to(labels.hair.device)
         shift_e = torch.randint(1, N_EYES, (b,), generator=rng).to(labels.hair.device)
         wrong = Labels((labels.hair + shift_h) % N_HAIR, (labels.eyes + shift_e) % N_EYES)
-        roll = torch.roll(torch.arange(b), 1)
-        mismatch = (labels.hair[roll] != labels.hair) | (labels.eyes[roll] != labels.eyes)
-        scores = [D(fake, fake_labels.onehot).adv, D(real, wrong.onehot).adv]
+        # "wrong image, right tags": image i is scored with the tags of image i+1, where those differ
+        rolled = labels.permute(torch.roll(torch.arange(b), -1).to(labels.hair.device))
+        mismatch = (rolled.hair != labels.hair) | (rolled.eyes != labels.eyes)
+        if self.shared_real_pass:
+            s_real, s_wrong, s_other = D(real, torch.cat([labels.onehot, wrong.onehot, rolled.onehot])).adv.chunk(3)
+        else:
+            s_real, s_wrong = D(real, labels.onehot).adv, D(real, wrong.onehot).adv
+            s_other = D(real[mismatch], rolled.onehot[mismatch]).adv if mismatch.any() else None
+        scores = [D(fake, fake_labels.onehot).adv, s_wrong]
         if mismatch.any():
-            scores.append(D(real[roll][mismatch], labels.onehot[mismatch]).adv)
+            scores.append(s_other[mismatch] if self.shared_real_pass else s_other)
         fake_loss = sum(self.adv.fake(s) for s in scores) / len(scores)
-        return {"adv": self.adv.real(D(real, labels.onehot).adv) + fake_loss}
+        return {"adv": self.adv.real(s_real) + fake_loss}
 
     def g_terms(self, D, fake, fake_labels):
         return {"adv": self.adv.gen(D(fake, fake_labels.onehot).adv)}

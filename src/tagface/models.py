@@ -157,7 +157,15 @@ class Discriminator(nn.Module):
                     spectral_norm(module)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> DOut:
-        return self.head(self.features(x), labels)
+        """labels may hold k tag sets for the same B images ([k*B, tags]): the image features, nearly all of D's
+        cost, are computed once and scored against each set (the matching-aware loss needs three)."""
+        h = self.features(x)
+        if labels is not None and labels.shape[0] != h.shape[0]:
+            k, rest = divmod(labels.shape[0], h.shape[0])
+            if rest or not k:
+                raise ValueError(f"{labels.shape[0]} tag rows for {h.shape[0]} images: need a multiple")
+            h = h.repeat(k, 1, 1, 1)
+        return self.head(h, labels)
 
 
 @register(DISCRIMINATORS, "dcgan")

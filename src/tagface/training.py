@@ -38,6 +38,15 @@ from .tags import TagFrequencies
 
 CHECKPOINT = "checkpoint.safetensors"
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN has bf16 instructions here (AVX512-BF16 or AMX); without them bf16 is emulated, and a
+    2-core AVX2 machine trained the DCGAN recipes about 20x slower in bf16 than in fp32 (docs/performance.md)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 GENERATOR = "generator.safetensors"
 
 
@@ -152,6 +161,9 @@ class Trainer:
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         if t.precision not in PRECISIONS:
             raise TagfaceError(f"train.precision {t.precision!r}: allowed: {', '.join(PRECISIONS)}")
+        if t.precision == "bf16" and self.device.type == "cpu" and not cpu_has_native_bf16():
+            warnings.warn(f"train.precision=bf16: this CPU has no native bf16 (torch sees "
+                          f"{torch.backends.cpu.get_cpu_capability()}), so bf16 is emulated and far slower than fp32")
         if t.compile and recipe.loss.penalty != "none":
             raise TagfaceError(f"train.compile: torch.compile has no double backward, which the {recipe.loss.penalty} "
                                f"penalty needs; set train.compile=false or loss.penalty=''")
@@ -198,12 +210,19 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         t, logs = self.recipe.train, {}
+        mode_seeking = self.recipe.loss.mode_seeking
+        # the last D step's fakes, kept with their graph for G's first step (not with replay or paired halves)
+        reuse = t.reuse_fakes and self.replay is None and not mode_seeking
+        kept = None
         self.D.requires_grad_(True)
-        for _ in range(t.d_steps):
+        for i in range(t.d_steps):
             real, labels = self._real_batch()
             fake_labels = labels.permute(torch.randperm(real.shape[0], generator=self.rng).to(self.device))
-            with torch.no_grad(), self._autocast():
+            keep = reuse and i == t.d_steps - 1
+            with torch.set_grad_enabled(keep), self._autocast():
                 fake = self.G_train(self._noise(real.shape[0]), fake_labels.onehot)
+            if keep:
+                kept, fake = (fake, fake_labels), fake.detach()
             if self.replay is not None:
                 fake, fake_labels = self.replay.mix(fake, fake_labels, self.rng)
             with self._autocast():
@@ -214,17 +233,19 @@ class Trainer:
             logs.update(logs_d)
         # G's step needs gradients through D, not D's own: skipping them saves part of D's backward pass
         self.D.requires_grad_(False)
-        mode_seeking = self.recipe.loss.mode_seeking
         for _ in range(t.g_steps):
-            idx = torch.randint(0, len(self.data), (self.local_batch,), generator=self.rng)
-            if mode_seeking:  # two halves with the same tags, so each face has a twin to differ from
-                idx = idx[: self.local_batch // 2].repeat(2)
-            fake_labels = Labels(self.data.hair[idx].to(self.device), self.data.eyes[idx].to(self.device))
-            z = self._noise(len(idx))
-            with self._autocast():
-                fake = self.G_train(z, fake_labels.onehot)
-                with self._no_d_sync():  # D's gradients from G's step are discarded: skip their all-reduce
-                    loss, logs_g = self.objective.g_loss(self.D_loss, fake, fake_labels)
+            if kept is not None:
+                (fake, fake_labels), kept = kept, None
+            else:
+                idx = torch.randint(0, len(self.data), (self.local_batch,), generator=self.rng)
+                if mode_seeking:  # two halves with the same tags, so each face has a twin to differ from
+                    idx = idx[: self.local_batch // 2].repeat(2)
+                fake_labels = Labels(self.data.hair[idx].to(self.device), self.data.eyes[idx].to(self.device))
+                z = self._noise(len(idx))
+                with self._autocast():
+                    fake = self.G_train(z, fake_labels.onehot)
+            with self._autocast(), self._no_d_sync():  # D's gradients from G's step are discarded: skip their all-reduce
+                loss, logs_g = self.objective.g_loss(self.D_loss, fake, fake_labels)
             if mode_seeking:
                 ms = mode_seeking_loss(fake, z)
                 loss = loss + mode_seeking * ms
