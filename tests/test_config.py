@@ -53,6 +53,14 @@ def test_override_integral_float_for_int_is_accepted():
     assert load_recipe("seed-dcgan-cls", ["train.steps=2e3"]).train.steps == 2000
 
 
+def test_empty_override_clears_a_string_switch():
+    on = load_recipe("seed-acgan-dcgan", ["loss.frozen_classifier=default", "train.diffaugment=color"])
+    off = load_recipe("seed-acgan-dcgan", ["loss.frozen_classifier=default", "loss.frozen_classifier=",
+                                           "train.diffaugment=color", "train.diffaugment="])
+    assert (on.loss.frozen_classifier, on.train.diffaugment) == ("default", "color")
+    assert (off.loss.frozen_classifier, off.train.diffaugment) == ("", "")
+
+
 @pytest.mark.parametrize("override, fragment", [
     ("train.lr_gg=1e-4", "lr_gg"),
     ("trian.lr_g=1e-4", "trian"),

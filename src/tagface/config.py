@@ -149,7 +149,8 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
 
 
 def apply_overrides(data: dict, items: list[str]) -> dict:
-    """'section.key=value' overrides (values read as YAML) onto a config mapping, as `--set` gives them."""
+    """'section.key=value' overrides (values read as YAML; an empty value is the empty string, which turns off
+    string switches such as loss.frozen_classifier) onto a config mapping, as `--set` gives them."""
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -160,7 +161,7 @@ def apply_overrides(data: dict, items: list[str]) -> dict:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise TagfaceError(f"--set {item!r}: {p} is not a section")
-        node[leaf] = yaml.safe_load(value)
+        node[leaf] = yaml.safe_load(value) if value.strip() else ""  # KEY= clears a string switch
     return data
 
 
