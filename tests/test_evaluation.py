@@ -9,7 +9,9 @@ from PIL import Image
 
 from tagface.cli import main
 from tagface.data import FaceSet, load_folder, read_records
-from tagface.evaluation import confusion, diversity, evaluate, feature_stats, frechet_distance, write_report
+from tagface.losses import Labels
+from tagface.evaluation import (_per_tag_diversity_ratio, confusion, diversity, evaluate, feature_stats, frechet_distance,
+                                write_report)
 from tagface.sampling import FaceGenerator
 from tagface.tagger import (TaggerNet, accuracy, heldout_mask, load_tagger, relabel, save_tagger, train_tagger,
                             write_relabelled)
@@ -67,6 +69,37 @@ def test_diversity_is_zero_for_identical_faces_and_positive_otherwise():
         assert diversity(net.features(same)) == pytest.approx(0.0, abs=1e-6)
         assert diversity(net.features(torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8))) > 0
     assert diversity(torch.tensor([[0.0, 0.0], [3.0, 4.0]])) == pytest.approx(5.0)
+
+
+def test_per_tag_diversity_ratio_is_one_for_real_faces_and_zero_for_a_repeated_face():
+    g = torch.Generator().manual_seed(0)
+    labels = Labels(torch.tensor([0, 0, 0, 1, 1, 1]), torch.tensor([2, 2, 3, 3, 4, 4]))
+    real = torch.randn(6, 8, generator=g)
+    same = _per_tag_diversity_ratio(real, real, labels)
+    assert set(same) == {f"{HAIR_COLOURS[0]} hair", f"{HAIR_COLOURS[1]} hair", f"{EYE_COLOURS[2]} eyes",
+                         f"{EYE_COLOURS[3]} eyes", f"{EYE_COLOURS[4]} eyes"}
+    assert all(v == pytest.approx(1.0) for v in same.values())
+    collapsed = _per_tag_diversity_ratio(real[:1].repeat(6, 1), real, labels)
+    assert all(v == pytest.approx(0.0) for v in collapsed.values())
+    halved = _per_tag_diversity_ratio(real * 0.5, real, labels)
+    assert all(v == pytest.approx(0.5) for v in halved.values())
+
+
+def test_matched_set_is_drawn_with_the_tags_of_real_faces(tmp_path):
+    Trainer(tiny_recipe("seed-acgan-dcgan"), random_faces(), tmp_path / "run", progress=False).fit(1)
+    gen = FaceGenerator.load(tmp_path / "run")
+    asked = []
+    draw = gen.draw
+    gen.draw = lambda z, labels: asked.append(labels) or draw(z, labels)
+    real = colour_coded_faces(400, res=32)
+    evaluate(gen, TaggerNet(width=4, resolution=32).eval(), real, samples_per_tag=1)
+    grid, matched = asked
+    assert torch.equal(torch.bincount(grid.hair, minlength=N_HAIR), torch.full((N_HAIR,), 11))  # every pair once
+    held = real.subset(heldout_mask(real.digest, 0.1).nonzero().squeeze(1))
+    assert len(matched.hair) == len(held) // 2
+    # every matched pair is one the real held-out faces have, in no greater number
+    real_pairs = torch.bincount(held.hair * 11 + held.eyes, minlength=N_HAIR * 11)
+    assert (torch.bincount(matched.hair * 11 + matched.eyes, minlength=N_HAIR * 11) <= real_pairs).all()
 
 
 def test_heldout_split_keeps_identical_files_together_and_is_seeded():
@@ -163,8 +196,13 @@ def test_evaluate_writes_json_markdown_and_confusion(tmp_path):
     assert r["samples_per_tag"] == 2 and len(r["generated"]["diversity_per_pair"]) == 132
     assert 0 <= r["generated"]["hair"] <= 1 and r["frechet_tagger"]["generated_vs_real"] >= 0
     assert sum(map(sum, r["confusion"]["hair"])) == 12 * 11 * 2
+    mt = r["matched"]
+    assert mt["n"] == len(real.subset(heldout_mask(real.digest, 0.1).nonzero().squeeze(1))) // 2
+    assert set(mt["diversity_ratio_per_tag"]) <= {f"{c} hair" for c in HAIR_COLOURS} | {f"{c} eyes" for c in EYE_COLOURS}
+    assert mt["frechet_generated_vs_real"] >= 0 and mt["frechet_real_vs_real"] >= 0
     write_report(r, tmp_path / "report")
     assert json.loads((tmp_path / "report" / "report.json").read_text())["step"] == 1
+    assert "Matched set" in (tmp_path / "report" / "report.md").read_text()
     assert "not Inception FID" in (tmp_path / "report" / "report.md").read_text()
     with Image.open(tmp_path / "report" / "confusion.png") as im:
         assert im.width > 300

@@ -67,6 +67,20 @@ def _per_pair_diversity(features: torch.Tensor, hair: torch.Tensor, eyes: torch.
     return out
 
 
+COLLAPSED = 0.25  # a pair whose faces spread less than a quarter as much as real ones counts as collapsed
+
+
+def _per_tag_diversity_ratio(fake: torch.Tensor, real: torch.Tensor, labels: Labels, min_count: int = 2) -> dict:
+    """Generated / real diversity for every single tag ("blue hair"), both sets drawn with the same tags."""
+    out = {}
+    for names, column, suffix in ((HAIR_COLOURS, labels.hair, "hair"), (EYE_COLOURS, labels.eyes, "eyes")):
+        for i, name in enumerate(names):
+            sel = column == i
+            if int(sel.sum()) >= min_count and (d_real := diversity(real[sel])) > 0:
+                out[f"{name} {suffix}"] = diversity(fake[sel]) / d_real
+    return out
+
+
 def evaluate(gen: FaceGenerator | PipelineFaces, tagger: TaggerNet, real: FaceSet, samples_per_tag: int = 8, seed: int = 0,
              truncation: float | None = None, heldout_fraction: float = 0.1, max_real: int = 4000) -> dict:
     t0 = time.perf_counter()
@@ -95,6 +109,16 @@ def evaluate(gen: FaceGenerator | PipelineFaces, tagger: TaggerNet, real: FaceSe
     div_fake = _per_pair_diversity(fake_feat, labels.hair, labels.eyes)
     div_real = _per_pair_diversity(real_feat, real_held.hair, real_held.eyes)
     ratios = {k: div_fake[k] / v for k, v in div_real.items() if k in div_fake and v > 0}
+
+    # The matched set: faces drawn with the tags of real half b, so that against real half a they differ from
+    # real half b only in being generated (the grid above asks every pair equally often; the data does not).
+    half = real_feat.shape[0] // 2
+    real_a2, b_idx = real_feat[perm[:half]], perm[half:2 * half]
+    b_labels = Labels(real_held.hair[b_idx], real_held.eyes[b_idx])
+    matched_feat = extract_features(tagger, gen.draw(gen.noise(half, seed + 3, truncation), b_labels))
+    fd_matched = frechet_distance(*feature_stats(matched_feat), *feature_stats(real_a2))
+    fd_matched_real = frechet_distance(*feature_stats(real_feat[b_idx]), *feature_stats(real_a2))
+    tag_ratios = _per_tag_diversity_ratio(matched_feat, real_feat[b_idx], b_labels)
     return {
         "checkpoint": str(gen.source), "step": gen.step, "recipe": gen.name,
         "samples_per_tag": samples_per_tag, "truncation": truncation if truncation is not None else
@@ -107,7 +131,13 @@ def evaluate(gen: FaceGenerator | PipelineFaces, tagger: TaggerNet, real: FaceSe
                            "ratio": fd / fd_real if fd_real > 0 else None, "n_per_set": m},
         "diversity_ratio": {"mean": float(np.mean(list(ratios.values()))) if ratios else None,
                             "min": min(ratios.values()) if ratios else None,
-                            "pairs_below_0.8": sorted(k for k, r in ratios.items() if r < 0.8)},
+                            "pairs_below_0.8": sorted(k for k, r in ratios.items() if r < 0.8),
+                            "pairs_collapsed": sorted(k for k, r in ratios.items() if r < COLLAPSED)},
+        "matched": {"n": half, "frechet_generated_vs_real": fd_matched, "frechet_real_vs_real": fd_matched_real,
+                    "frechet_ratio": fd_matched / fd_matched_real if fd_matched_real > 0 else None,
+                    "diversity_ratio_per_tag": tag_ratios,
+                    "diversity_ratio_min": min(tag_ratios.values()) if tag_ratios else None,
+                    "tags_below_0.8": sorted(k for k, r in tag_ratios.items() if r < 0.8)},
         "confusion": {"hair": confusion(fake_logits[:, :nh].argmax(1), labels.hair, nh).tolist(),
                       "eyes": confusion(fake_logits[:, nh:].argmax(1), labels.eyes, ne).tolist()},
         "seconds": round(time.perf_counter() - t0, 1),
@@ -140,6 +170,15 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def _matched_lines(mt: dict | None) -> list[str]:
+    if not mt:
+        return []
+    return [f"Matched set ({mt['n']} faces drawn with the tags of held-out real faces): Frechet generated vs real "
+            f"{_fmt(mt['frechet_generated_vs_real'])}, real vs real {_fmt(mt['frechet_real_vs_real'])}, ratio "
+            f"{_fmt(mt['frechet_ratio'])}; diversity ratio per tag: lowest {_fmt(mt['diversity_ratio_min'])}, "
+            f"tags below 0.8: {', '.join(mt['tags_below_0.8']) or 'none'}.", ""]
+
+
 def markdown_report(r: dict) -> str:
     g, real, fd = r["generated"], r["real_heldout"], r["frechet_tagger"]
     lines = [
@@ -155,7 +194,9 @@ def markdown_report(r: dict) -> str:
         f"ratio {_fmt(fd['ratio'])}.", "",
         f"Diversity ratio generated / real per pair: mean {_fmt(r['diversity_ratio']['mean'])}, min "
         f"{_fmt(r['diversity_ratio']['min'])}; lowest generated pair diversity {_fmt(g['diversity_min'])}; "
-        f"pairs below 0.8: {len(r['diversity_ratio']['pairs_below_0.8'])}.", "",
+        f"pairs below 0.8: {len(r['diversity_ratio']['pairs_below_0.8'])}; collapsed (below {COLLAPSED}): "
+        f"{len(r['diversity_ratio'].get('pairs_collapsed', []))}.", "",
+        *_matched_lines(r.get("matched")),
         "| hair colour | accuracy |", "| --- | --- |",
         *[f"| {c} | {_fmt(v)} |" for c, v in g["per_hair"].items()], "",
         "| eye colour | accuracy |", "| --- | --- |",
