@@ -1,4 +1,5 @@
 """Training state: exact resume, replay, checkpoints; generation: seeds, course files; one end-to-end run."""
+import copy
 import json
 import warnings
 from pathlib import Path
@@ -10,7 +11,9 @@ from PIL import Image
 
 from tagface.cli import main
 from tagface.losses import Labels
-from tagface.sampling import FaceGenerator, read_tags_file, write_course_samples
+from tagface.checkpoint import load_state, load_tensors
+from tagface.sampling import FaceGenerator, read_tags_file, standing_batchnorm, write_course_samples
+from tagface.tags import TagFrequencies
 from tagface.training import ReplayBuffer, Trainer
 
 from test_models_losses import random_faces, tiny_recipe, TINY
@@ -34,6 +37,41 @@ def test_resume_continues_exactly(name, switch, tmp_path):
     assert got == expected
     for a, b in zip(straight.G_ema.state_dict().values(), resumed.G_ema.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_standing_batchnorm_makes_eval_mode_match_batch_statistics(tmp_path):
+    trainer = Trainer(tiny_recipe("seed-acgan-dcgan"), random_faces(), tmp_path, progress=False)
+    G = trainer.G_ema
+    norms = [m for m in G.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in norms:  # statistics that belong to some other network
+        m.running_mean.fill_(3.0)
+        m.running_var.fill_(50.0)
+    before = [b.clone() for b in G.buffers()]
+    freq = TagFrequencies.uniform()
+    zd = trainer.recipe.model.z_dim
+    z = torch.randn(512, zd, generator=torch.Generator().manual_seed(1))
+    labels = Labels(torch.randint(0, 12, (512,)), torch.randint(0, 11, (512,)))
+    with torch.no_grad():
+        batch_stats = copy.deepcopy(G).train()(z, labels.onehot)  # G normalising with its own batch statistics
+        stale = G.eval()(z, labels.onehot)
+        fixed = standing_batchnorm(G, freq, zd, batches=40, batch_size=64)
+        standing = fixed(z, labels.onehot)
+    assert not fixed.training and (standing - batch_stats).abs().mean() < 0.1 * (stale - batch_stats).abs().mean()
+    assert all(torch.equal(a, b) for a, b in zip(before, G.buffers()))  # G itself is left as it was
+    assert [m.momentum for m in fixed.modules() if isinstance(m, torch.nn.BatchNorm2d)] == [m.momentum for m in norms]
+    off = standing_batchnorm(G, freq, zd, batches=0)
+    assert all(torch.equal(a, b) for a, b in zip(before, off.buffers()))
+
+
+@pytest.mark.parametrize("batches", [0, 5])
+def test_saved_generator_has_standing_statistics_and_the_checkpoint_keeps_the_live_ones(batches, tmp_path):
+    recipe = tiny_recipe("seed-acgan-dcgan", f"sample.standing_stats={batches}")
+    Trainer(recipe, random_faces(), tmp_path, progress=False).fit(2)
+    saved = load_tensors(tmp_path / "generator.safetensors")
+    ema = load_state(tmp_path / "checkpoint.safetensors")[0]["G_ema"]
+    stats = [k for k in saved if k.endswith("running_mean")]
+    assert stats and all(torch.equal(saved[k], ema[k]) for k in saved if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    assert all(torch.equal(saved[k], ema[k]) for k in stats) == (batches == 0)
 
 
 @pytest.mark.parametrize("name", ["seed-acgan-dcgan", "seed-wgan-gp"])

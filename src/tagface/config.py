@@ -80,6 +80,7 @@ class TrainConfig:
 @dataclass
 class SampleConfig:
     truncation: float = 1.0           # noise intensity: z ~ N(0, T^2); lower is safer, less varied
+    standing_stats: int = 50          # batches of 64 that recompute the saved generator's BatchNorm statistics; 0: off
 
 
 @dataclass

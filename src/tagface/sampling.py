@@ -6,6 +6,7 @@ too (the EMA weights are taken); with no checkpoint the default model shipped in
 """
 from __future__ import annotations
 
+import copy
 import json
 import re
 from dataclasses import dataclass
@@ -36,6 +37,32 @@ def save_generator(G: nn.Module, recipe: Recipe, freq: TagFrequencies, path: str
             "tagface.tag_frequencies": json.dumps({"hair": freq.hair, "eyes": freq.eyes})}
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in G.state_dict().items()}
     atomic_save_tensors(tensors, path, meta)
+
+
+@torch.no_grad()
+def standing_batchnorm(G: nn.Module, freq: TagFrequencies, z_dim: int, batches: int = 50, batch_size: int = 64,
+                       seed: int = 0) -> nn.Module:
+    """A copy of G whose BatchNorm layers hold the average statistics of `batches` batches it generates
+    (BigGAN's "standing statistics"). The EMA generator otherwise carries the live generator's running
+    statistics: those of other weights, and mostly of the last few batches."""
+    G = copy.deepcopy(G)
+    norms = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or batches <= 0:
+        return G
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over every batch below
+    G.train()
+    g, device = torch.Generator().manual_seed(seed), next(G.parameters()).device
+    hair, eyes = torch.tensor(freq.hair, dtype=torch.double), torch.tensor(freq.eyes, dtype=torch.double)
+    for _ in range(batches):
+        labels = Labels(torch.multinomial(hair, batch_size, True, generator=g),
+                        torch.multinomial(eyes, batch_size, True, generator=g))
+        G(torch.randn(batch_size, z_dim, generator=g).to(device), labels.onehot.to(device))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return G.eval()
 
 
 def default_model_path() -> Path:

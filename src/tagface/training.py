@@ -32,7 +32,7 @@ from .diffaugment import DiffAugmented, parse_policy
 from .errors import TagfaceError
 from .losses import FrozenClassifierLoss, GANObjective, Labels, mode_seeking_loss
 from .models import build_discriminator, build_generator
-from .sampling import save_generator, sample_grid_labels, save_image_grid
+from .sampling import sample_grid_labels, save_generator, save_image_grid, standing_batchnorm
 from .plotting import plot_losses
 from .tags import TagFrequencies
 
@@ -299,7 +299,8 @@ class Trainer:
             return
         meta = {"tagface.version": __version__, "tagface.recipe": json.dumps(self.recipe.to_dict())}
         save_state(state, self.out / CHECKPOINT, meta)
-        save_generator(self.G_ema, self.recipe, self.freq, self.out / GENERATOR, step=self.step)
+        G = standing_batchnorm(self.G_ema, self.freq, self.recipe.model.z_dim, self.recipe.sample.standing_stats)
+        save_generator(G, self.recipe, self.freq, self.out / GENERATOR, step=self.step)
 
     def resume(self) -> None:
         self.load_state_dict(load_resume_state(self.out / CHECKPOINT))
