@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cache-dir", help="where decoded data is cached (default ~/.cache/tagface or $TAGFACE_CACHE)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: autocast (CUDA, or CPUs with bf16 support)")
-    t.add_argument("--channels-last", action="store_true", help="NHWC memory format, for CUDA convolutions (slow on CPU)")
+    t.add_argument("--channels-last", action="store_true", help="NHWC memory format: faster convolutions on CUDA and, in fp32, on the CPU measured (docs/performance.md)")
     t.add_argument("--compile", action="store_true", help="torch.compile G and D (recipes without a penalty)")
     t.add_argument("--word-vectors", metavar="FILE", help="GloVe-format text vectors: tags read as word vectors "
                    "(report 001); sets model.text_encoder=words")
