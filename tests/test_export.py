@@ -9,7 +9,7 @@ from tagface.cli import main
 from tagface.errors import TagfaceError
 from tagface.export import export_checkpoint, export_onnx
 from tagface.losses import Labels
-from tagface.sampling import FaceGenerator
+from tagface.sampling import FaceGenerator, standing_batchnorm
 from tagface.tags import EYE_COLOURS, HAIR_COLOURS
 from tagface.training import Trainer
 
@@ -122,3 +122,18 @@ def test_safetensors_export_is_a_slim_generator_that_draws_the_same_faces(runs, 
         assert (b.G(z, labels.onehot) - want).abs().max() < 2e-2
     assert main(["export", "--checkpoint", str(run), "--format", "onnx", "--half", "--out", str(tmp_path / "g.onnx")]) == 2
     assert "--half" in capsys.readouterr().err
+
+
+def test_export_can_recompute_standing_statistics(runs, tmp_path, capsys):
+    run = runs["seed-dcgan-cls"]
+    out = tmp_path / "g.safetensors"
+    assert main(["export", "--checkpoint", str(run), "--format", "safetensors", "--standing-stats", "3",
+                 "--out", str(out)]) == 0
+    source, got = FaceGenerator.load(run), FaceGenerator.load(out)
+    want = standing_batchnorm(source.G, source.freq, source.z_dim, 3)
+    stats = [k for k in want.state_dict() if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(got.G.state_dict()[k], want.state_dict()[k]) for k in stats)
+    assert not all(torch.equal(got.G.state_dict()[k], source.G.state_dict()[k]) for k in stats)
+    with pytest.raises(SystemExit) as exit_:  # a count of batches must be positive: argparse's one-line error
+        main(["export", "--checkpoint", str(run), "--format", "safetensors", "--standing-stats", "0", "--out", str(out)])
+    assert exit_.value.code == 2 and "--standing-stats" in capsys.readouterr().err

@@ -221,8 +221,11 @@ def export_safetensors(gen, out: str | Path, half: bool = False) -> dict:
 
 
 def export_checkpoint(checkpoint: str | Path | None, out: str | Path, fmt: str = "onnx", opset: int | None = None,
-                      exporter: str = "torchscript", verify: bool = True, half: bool = False) -> dict:
-    """`tagface export`: a run directory, generator or checkpoint file -> an exported generator."""
+                      exporter: str = "torchscript", verify: bool = True, half: bool = False,
+                      standing_stats: int = 0) -> dict:
+    """`tagface export`: a run directory, generator or checkpoint file -> an exported generator.
+    `standing_stats` > 0 first recomputes G's BatchNorm statistics over that many generated batches (for
+    generators written before runs did so, or full checkpoints, which keep the live statistics)."""
     if fmt.lower() not in FORMATS:
         raise TagfaceError(f"unknown export format '{fmt}'; allowed: {' '.join(FORMATS)}")
     fmt = fmt.lower()
@@ -233,8 +236,10 @@ def export_checkpoint(checkpoint: str | Path | None, out: str | Path, fmt: str =
         raise TagfaceError("--half: only the safetensors format stores fp16 weights")
     if fmt == "onnx":
         _require_onnx()  # before loading weights: say what is missing first
-    from .sampling import FaceGenerator
+    from .sampling import FaceGenerator, standing_batchnorm
     gen = FaceGenerator.load(checkpoint, device="cpu")
+    if standing_stats > 0:
+        gen.G = standing_batchnorm(gen.G, gen.freq, gen.z_dim, standing_stats)
     if fmt == "safetensors":
         return export_safetensors(gen, out, half)
     return export_onnx(gen.G, gen.recipe, out, opset=opset, step=gen.step, freq=gen.freq, exporter=exporter,
