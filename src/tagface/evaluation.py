@@ -116,8 +116,9 @@ def evaluate(gen: FaceGenerator | PipelineFaces, tagger: TaggerNet, real: FaceSe
     real_a2, b_idx = real_feat[perm[:half]], perm[half:2 * half]
     b_labels = Labels(real_held.hair[b_idx], real_held.eyes[b_idx])
     matched_feat = extract_features(tagger, gen.draw(gen.noise(half, seed + 3, truncation), b_labels))
-    fd_matched = frechet_distance(*feature_stats(matched_feat), *feature_stats(real_a2))
-    fd_matched_real = frechet_distance(*feature_stats(real_feat[b_idx]), *feature_stats(real_a2))
+    stats_a2 = feature_stats(real_a2)
+    fd_matched = frechet_distance(*feature_stats(matched_feat), *stats_a2)
+    fd_matched_real = frechet_distance(*feature_stats(real_feat[b_idx]), *stats_a2)
     tag_ratios = _per_tag_diversity_ratio(matched_feat, real_feat[b_idx], b_labels)
     return {
         "checkpoint": str(gen.source), "step": gen.step, "recipe": gen.name,

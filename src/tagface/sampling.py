@@ -44,11 +44,12 @@ def standing_batchnorm(G: nn.Module, freq: TagFrequencies, z_dim: int, batches: 
                        seed: int = 0) -> nn.Module:
     """A copy of G whose BatchNorm layers hold the average statistics of `batches` batches it generates
     (BigGAN's "standing statistics"). The EMA generator otherwise carries the live generator's running
-    statistics: those of other weights, and mostly of the last few batches."""
+    statistics: those of other weights, and mostly of the last few batches. G itself when there is nothing to
+    recompute (no BatchNorm, or `batches` <= 0)."""
+    if batches <= 0 or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in G.modules()):
+        return G
     G = copy.deepcopy(G)
     norms = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms or batches <= 0:
-        return G
     momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
