@@ -39,6 +39,27 @@ def test_resume_continues_exactly(name, switch, tmp_path):
         assert torch.equal(a, b)
 
 
+def test_resume_takes_learning_rates_from_the_recipe(tmp_path):
+    """Optimizer state comes from the checkpoint, but a changed lr (a decay stage) must not be overwritten by it."""
+    base = ("train.sample_every=1000", "train.lr_g=2e-4")
+    Trainer(tiny_recipe("seed-acgan-dcgan", *base), random_faces(), tmp_path, progress=False).fit(1)
+
+    def first_update(*switches):
+        trainer = Trainer(tiny_recipe("seed-acgan-dcgan", *base, *switches), random_faces(), tmp_path, progress=False)
+        trainer.resume()
+        before = [p.clone() for p in trainer.G.parameters()]
+        trainer.train_step()
+        return trainer, torch.cat([(p - b).flatten() for p, b in zip(trainer.G.parameters(), before)])
+
+    same, delta = first_update()
+    decayed, delta_decayed = first_update("train.lr_g=5e-5")
+    assert [g["lr"] for g in same.opt_g.param_groups] == [2e-4]
+    assert [g["lr"] for g in decayed.opt_g.param_groups] == [5e-5]
+    assert [g["lr"] for g in first_update("train.lr_d=1e-5")[0].opt_d.param_groups] == [1e-5]
+    # the same D step, and Adam's moments from the checkpoint in both: G's step is the same one scaled by the lr ratio
+    assert delta.abs().max() > 1e-5 and torch.allclose(delta_decayed * 4, delta, rtol=1e-2, atol=1e-6)  # float32 p - b
+
+
 def test_standing_batchnorm_makes_eval_mode_match_batch_statistics(tmp_path):
     trainer = Trainer(tiny_recipe("seed-acgan-dcgan"), random_faces(), tmp_path, progress=False)
     G = trainer.G_ema

@@ -287,6 +287,11 @@ class Trainer:
         self.step = state["step"]
         for name in ("G", "D", "G_ema", "opt_g", "opt_d", "sampler"):
             getattr(self, name).load_state_dict(state[name])
+        # the recipe, not the checkpoint, says the learning rates: `--resume --set train.lr_g=5e-5` decays them
+        t = self.recipe.train
+        for opt, lr in ((self.opt_g, t.lr_g), (self.opt_d, t.lr_d)):
+            for group in opt.param_groups:
+                group["lr"], group["betas"] = lr, tuple(t.betas)
         self.data_rng.set_state(state["data_rng"])
         self.rng.set_state(state["rng"][self.dist.rank])
         torch.set_rng_state(state["torch_rng"])
