@@ -3,14 +3,50 @@ import dataclasses
 import pytest
 import yaml
 
-from tagface.config import Recipe, list_recipes, load_recipe, recipe_dir
+from tagface.config import Recipe, list_recipes, load_recipe, parse_stages, recipe_dir
 from tagface.errors import TagfaceError
 
 SEEDS = ["seed-acgan-dcgan", "seed-dcgan-cls", "seed-srresnet-dragan", "seed-wgan-gp"]
 
 
-def test_list_recipes_has_the_four_seeds():
-    assert list_recipes() == SEEDS
+def test_list_recipes_has_the_four_seeds_and_the_default_model():
+    assert list_recipes() == ["default-model"] + SEEDS
+
+
+def test_stages_add_up_in_order():
+    recipe = load_recipe("seed-acgan-dcgan")
+    recipe.stages = parse_stages([{"start": 10, "set": {"loss.mode_seeking": 1, "train.lr_g": "1e-4"}},
+                                  {"start": 20, "set": {"loss.mode_seeking": 2.0}}], "test")
+    assert recipe.at_step(9) == dataclasses.replace(recipe, stages=[])
+    at10, at25 = recipe.at_step(10), recipe.at_step(25)
+    assert (at10.loss.mode_seeking, at10.train.lr_g) == (1.0, 1e-4) and isinstance(at10.loss.mode_seeking, float)
+    assert (at25.loss.mode_seeking, at25.train.lr_g) == (2.0, 1e-4)  # the first stage's lr still holds
+    assert at25.stages == [] and at25.model == recipe.model
+
+
+def test_stages_survive_the_run_directory_config(tmp_path):
+    recipe = load_recipe("default-model")
+    assert len(recipe.stages) == 3
+    (tmp_path / "config.yaml").write_text(recipe.to_yaml())
+    assert load_recipe(tmp_path / "config.yaml") == recipe
+    assert "stages" not in load_recipe("seed-acgan-dcgan").to_yaml()
+
+
+@pytest.mark.parametrize("stages, message", [
+    ({"start": 5}, "expected a list"),
+    ([{"start": 5}], r"stages\[0\]: expected \{start"),
+    ([{"start": 5, "set": {"train.lr_g": 1e-4}}, {"start": 5, "set": {"train.lr_d": 1e-4}}], r"\[1\].start: expected a step after 5"),
+    ([{"start": 0, "set": {"train.lr_g": 1e-4}}], "expected a step after 0"),
+    ([{"start": 5, "set": {"model.z_dim": 64}}], "model.z_dim cannot change mid-run; allowed: loss.cls_weight"),
+    ([{"start": 5, "set": {"train.batch_size": 8}}], "train.batch_size cannot change mid-run"),
+    ([{"start": 5, "set": {"train.lr_g": "fast"}}], r"at step 5.train.lr_g: expected float, got 'fast'"),
+])
+def test_bad_stages_are_one_line_errors(stages, message, tmp_path):
+    raw = yaml.safe_load((recipe_dir() / "seed-acgan-dcgan.yaml").read_text())
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({**raw, "stages": stages}))
+    with pytest.raises(TagfaceError, match=message) as err:
+        load_recipe(tmp_path / "r.yaml")
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("name", SEEDS)

@@ -25,7 +25,10 @@ def random_faces(n: int = 12, res: int = 32) -> FaceSet:
 
 
 @pytest.mark.parametrize("name", list_recipes())
-def test_recipe_step_updates_both_networks(name, tmp_path):
+def test_recipe_step_updates_both_networks(name, tmp_path, monkeypatch):
+    from tagface.tagger import TaggerNet, save_tagger
+    monkeypatch.chdir(tmp_path)  # default-model's stages name runs/tagger-indep.safetensors, relative to here
+    save_tagger(TaggerNet(width=4, resolution=32).eval(), tmp_path / "runs" / "tagger-indep.safetensors")
     trainer = Trainer(tiny_recipe(name), random_faces(), tmp_path, progress=False)
     g0 = [p.detach().clone() for p in trainer.G.parameters()]
     d0 = [p.detach().clone() for p in trainer.D.parameters()]

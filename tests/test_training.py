@@ -10,6 +10,8 @@ import torch
 from PIL import Image
 
 from tagface.cli import main
+from tagface.config import load_recipe, parse_stages
+from tagface.errors import TagfaceError
 from tagface.losses import Labels
 from tagface.checkpoint import load_state, load_tensors
 from tagface.sampling import FaceGenerator, read_tags_file, standing_batchnorm, write_course_samples
@@ -39,25 +41,42 @@ def test_resume_continues_exactly(name, switch, tmp_path):
         assert torch.equal(a, b)
 
 
-def test_resume_takes_learning_rates_from_the_recipe(tmp_path):
-    """Optimizer state comes from the checkpoint, but a changed lr (a decay stage) must not be overwritten by it."""
-    base = ("train.sample_every=1000", "train.lr_g=2e-4")
-    Trainer(tiny_recipe("seed-acgan-dcgan", *base), random_faces(), tmp_path, progress=False).fit(1)
+def test_a_staged_recipe_is_the_same_run_as_resuming_with_set(tmp_path):
+    """Stages (train.stages) do in one command what a run resumed with --set at the stage's step does."""
+    switches = ("train.sample_every=1000", "train.checkpoint_every=1000")
+    change = {"loss.mode_seeking": 1.0, "train.lr_g": 5e-5, "train.lr_d": 1e-4}
+    staged = tiny_recipe("seed-acgan-dcgan", *switches)
+    staged.stages = parse_stages([{"start": 2, "set": change}], "test")
 
-    def first_update(*switches):
-        trainer = Trainer(tiny_recipe("seed-acgan-dcgan", *base, *switches), random_faces(), tmp_path, progress=False)
-        trainer.resume()
-        before = [p.clone() for p in trainer.G.parameters()]
-        trainer.train_step()
-        return trainer, torch.cat([(p - b).flatten() for p, b in zip(trainer.G.parameters(), before)])
+    by_hand = Trainer(tiny_recipe("seed-acgan-dcgan", *switches), random_faces(), tmp_path / "a", progress=False)
+    by_hand.fit(2)
+    by_hand = Trainer(tiny_recipe("seed-acgan-dcgan", *switches, *(f"{k}={v}" for k, v in change.items())),
+                      random_faces(), tmp_path / "a", progress=False)
+    by_hand.resume()  # the optimizers' state comes from the checkpoint, their learning rates from the recipe
+    by_hand.fit(4)
 
-    same, delta = first_update()
-    decayed, delta_decayed = first_update("train.lr_g=5e-5")
-    assert [g["lr"] for g in same.opt_g.param_groups] == [2e-4]
-    assert [g["lr"] for g in decayed.opt_g.param_groups] == [5e-5]
-    assert [g["lr"] for g in first_update("train.lr_d=1e-5")[0].opt_d.param_groups] == [1e-5]
-    # the same D step, and Adam's moments from the checkpoint in both: G's step is the same one scaled by the lr ratio
-    assert delta.abs().max() > 1e-5 and torch.allclose(delta_decayed * 4, delta, rtol=1e-2, atol=1e-6)  # float32 p - b
+    straight = Trainer(staged, random_faces(), tmp_path / "b", progress=False)
+    straight.fit(4)
+    assert straight.recipe.loss.mode_seeking == 1.0 and straight.opt_g.param_groups[0]["lr"] == 5e-5
+    chunked = Trainer(staged, random_faces(), tmp_path / "c", progress=False)
+    chunked.fit(1)
+    chunked = Trainer(load_recipe(tmp_path / "c" / "config.yaml"), random_faces(), tmp_path / "c", progress=False)
+    chunked.resume()  # before the stage starts, from the run's own config.yaml
+    chunked.fit(4)
+    for a, b, c in zip(by_hand.G_ema.state_dict().values(), straight.G_ema.state_dict().values(),
+                       chunked.G_ema.state_dict().values()):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    plain = Trainer(tiny_recipe("seed-acgan-dcgan", *switches), random_faces(), tmp_path / "d", progress=False)
+    plain.fit(4)  # and the stage did change the run
+    assert not all(torch.equal(a, b) for a, b in zip(plain.G_ema.state_dict().values(),
+                                                    straight.G_ema.state_dict().values()))
+
+
+def test_a_stage_naming_a_missing_tagger_fails_before_training(tmp_path):
+    recipe = tiny_recipe("seed-acgan-dcgan")
+    recipe.stages = parse_stages([{"start": 400, "set": {"loss.frozen_classifier": str(tmp_path / "no.safetensors")}}], "t")
+    with pytest.raises(TagfaceError, match="stage from step 400: loss.frozen_classifier .*no.safetensors does not exist"):
+        Trainer(recipe, random_faces(), tmp_path / "run", progress=False)
 
 
 def test_standing_batchnorm_makes_eval_mode_match_batch_statistics(tmp_path):

@@ -83,6 +83,22 @@ class SampleConfig:
     standing_stats: int = 50          # batches of 64 that recompute the saved generator's BatchNorm statistics; 0: off
 
 
+# what a stage may change mid-run: loss weights and optimiser settings, never the networks, the data or the batch
+STAGE_KEYS = {
+    "loss": ("cls_weight", "fake_cls", "penalty_weight", "penalty_on_labels", "drift", "frozen_classifier",
+             "frozen_classifier_weight", "mode_seeking"),
+    "train": ("lr_g", "lr_d", "betas", "ema", "replay_prob", "flip", "rotate", "diffaugment", "reuse_fakes"),
+}
+
+
+@dataclass
+class Stage:
+    """From step `start` on, `set` ({'section.key': value}, as --set takes them) changes the recipe. Stages add
+    up: a schedule such as "a frozen tagger from step 400, mode seeking from 800" is one recipe, one command."""
+    start: int
+    set: dict[str, Any]
+
+
 @dataclass
 class Recipe:
     name: str = "custom"
@@ -91,6 +107,7 @@ class Recipe:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    stages: list[Stage] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,11 +115,53 @@ class Recipe:
     def to_yaml(self) -> str:
         d = self.to_dict()
         d["train"]["betas"] = list(d["train"]["betas"])
+        if not d["stages"]:
+            del d["stages"]
         return yaml.safe_dump(d, sort_keys=False)
+
+    def at_step(self, step: int) -> "Recipe":
+        """The recipe in force after `step` steps: every stage started by then applied, no stages left."""
+        data = self.to_dict()
+        data.pop("stages")
+        for stage in self.stages:
+            if stage.start <= step:
+                for key, value in stage.set.items():
+                    section, leaf = key.split(".")
+                    data[section][leaf] = value
+        return Recipe.from_dict(data, f"{self.name} at step {step}")
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> "Recipe":
-        return build_dataclass(cls, data, source)
+        if not isinstance(data, dict):
+            raise TagfaceError(f"{source}: expected a mapping, got {type(data).__name__}")
+        data = dict(data)
+        stages = parse_stages(data.pop("stages", None) or [], f"{source}: stages")
+        recipe = build_dataclass(cls, data, source)
+        recipe.stages = stages
+        for stage in stages:  # a wrong value fails now, not hours into the run
+            recipe.at_step(stage.start)
+        return recipe
+
+
+def parse_stages(items: Any, where: str) -> list[Stage]:
+    form = "a list of {start: STEP, set: {SECTION.KEY: VALUE}}"
+    if not isinstance(items, list):
+        raise TagfaceError(f"{where}: expected {form}")
+    stages, last = [], 0
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or set(item) != {"start", "set"} or not isinstance(item["set"], dict):
+            raise TagfaceError(f"{where}[{i}]: expected {{start: STEP, set: {{SECTION.KEY: VALUE}}}}, got {item!r}")
+        start = item["start"]
+        if isinstance(start, bool) or not isinstance(start, int) or start <= last:
+            raise TagfaceError(f"{where}[{i}].start: expected a step after {last} (stages in order), got {start!r}")
+        for key in item["set"]:
+            section, _, leaf = str(key).partition(".")
+            if leaf not in STAGE_KEYS.get(section, ()):
+                allowed = ", ".join(f"{s}.{k}" for s, keys in STAGE_KEYS.items() for k in keys)
+                raise TagfaceError(f"{where}[{i}].set: {key} cannot change mid-run; allowed: {allowed}")
+        stages.append(Stage(start, dict(item["set"])))
+        last = start
+    return stages
 
 
 def build_dataclass(cls, data: Any, where: str):

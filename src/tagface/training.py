@@ -138,7 +138,10 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
 class Trainer:
     def __init__(self, recipe: Recipe, data: FaceSet, out: str | Path, device: str = "cpu",
                  data_paths: list[str] | None = None, extra_g_losses=None, progress: bool = True):
-        self.recipe, self.data, self.out, self.device = recipe, data, Path(out), torch.device(device)
+        # config: the recipe as given, stages and all; recipe: the one in force at this step (Recipe.at_step)
+        self.config, self.recipe = recipe, recipe.at_step(0)
+        recipe = self.recipe
+        self.data, self.out, self.device = data, Path(out), torch.device(device)
         self.data_paths, self.progress = [str(p) for p in (data_paths or [])], progress
         t = recipe.train
         if data.resolution != t.resolution:
@@ -147,10 +150,13 @@ class Trainer:
         torch.manual_seed(t.seed)  # same initial weights on every rank
         self.data_rng = torch.Generator().manual_seed(t.seed)  # data order: shared by all ranks
         self.rng = torch.Generator().manual_seed(t.seed + 1 + self.dist.rank)  # noise, augmentation: per rank
-        extra_g_losses = list(extra_g_losses or [])
-        if recipe.loss.frozen_classifier:
-            extra_g_losses.append(frozen_tagger_loss(recipe.loss, self.device))
-        self.objective = GANObjective(recipe.loss, extra_g_losses)
+        self.extra_g_losses = list(extra_g_losses or [])
+        for stage in self.config.stages:  # a missing file fails now, not at the stage's step
+            path = self.config.at_step(stage.start).loss.frozen_classifier
+            if path not in ("", "default") and not Path(path).exists():
+                raise TagfaceError(f"stage from step {stage.start}: loss.frozen_classifier {path} does not exist "
+                                   f"(train it with `tagface tagger train`)")
+        self.objective = self._objective(recipe)
         cond = self.objective.conditioning
         self.G = build_generator(recipe.model, t.resolution).to(self.device)
         self.D = build_discriminator(recipe.model, t.resolution, cond.reads_labels, cond.heads).to(self.device)
@@ -182,9 +188,7 @@ class Trainer:
                 self.D_train = DDP(distributed.convert_batchnorm(self.D), device_ids=ids, broadcast_buffers=False)
         if t.compile:
             self.G_train, self.D_train = torch.compile(self.G_train), torch.compile(self.D_train)
-        augment_names = parse_policy(t.diffaugment)
-        # what the losses call D: through DiffAugment when it is on (the same transforms for real and fake)
-        self.D_loss = DiffAugmented(self.D_train, augment_names, self.rng) if augment_names else self.D_train
+        self.D_loss = self._d_loss(recipe)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=t.betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=t.betas)
         self.sampler = BatchSampler(len(data), t.batch_size, self.data_rng, self.dist.rank, self.dist.world)
@@ -195,6 +199,27 @@ class Trainer:
         fixed = torch.Generator().manual_seed(1234)
         self.fixed_labels = sample_grid_labels(8)
         self.fixed_z = torch.randn(self.fixed_labels.hair.shape[0], recipe.model.z_dim, generator=fixed)
+
+    # ------------------------------------------------------------------ the recipe in force
+    def _objective(self, recipe: Recipe) -> GANObjective:
+        extra = list(self.extra_g_losses)
+        if recipe.loss.frozen_classifier:
+            extra.append(frozen_tagger_loss(recipe.loss, self.device))
+        return GANObjective(recipe.loss, extra)
+
+    def _d_loss(self, recipe: Recipe) -> nn.Module:
+        """What the losses call D: through DiffAugment when it is on (the same transforms for real and fake)."""
+        names = parse_policy(recipe.train.diffaugment)
+        return DiffAugmented(self.D_train, names, self.rng) if names else self.D_train
+
+    def _enter_stage(self) -> None:
+        """Switch to the recipe in force at this step: losses, augmentation and optimiser settings. The recipe,
+        not a checkpoint, says the learning rates, so `--resume --set train.lr_g=5e-5` decays them too."""
+        self.recipe = recipe = self.config.at_step(self.step)
+        self.objective, self.D_loss = self._objective(recipe), self._d_loss(recipe)
+        for opt, lr in ((self.opt_g, recipe.train.lr_g), (self.opt_d, recipe.train.lr_d)):
+            for group in opt.param_groups:
+                group["lr"], group["betas"] = lr, tuple(recipe.train.betas)
 
     # ------------------------------------------------------------------ one iteration
     def _real_batch(self) -> tuple[torch.Tensor, Labels]:
@@ -209,6 +234,8 @@ class Trainer:
         return torch.randn(b, self.recipe.model.z_dim, generator=self.rng).to(self.device)
 
     def train_step(self) -> dict[str, float]:
+        if any(stage.start == self.step for stage in self.config.stages):
+            self._enter_stage()
         t, logs = self.recipe.train, {}
         mode_seeking = self.recipe.loss.mode_seeking
         # the last D step's fakes, kept with their graph for G's first step (not with replay or paired halves)
@@ -287,11 +314,7 @@ class Trainer:
         self.step = state["step"]
         for name in ("G", "D", "G_ema", "opt_g", "opt_d", "sampler"):
             getattr(self, name).load_state_dict(state[name])
-        # the recipe, not the checkpoint, says the learning rates: `--resume --set train.lr_g=5e-5` decays them
-        t = self.recipe.train
-        for opt, lr in ((self.opt_g, t.lr_g), (self.opt_d, t.lr_d)):
-            for group in opt.param_groups:
-                group["lr"], group["betas"] = lr, tuple(t.betas)
+        self._enter_stage()
         self.data_rng.set_state(state["data_rng"])
         self.rng.set_state(state["rng"][self.dist.rank])
         torch.set_rng_state(state["torch_rng"])
@@ -302,10 +325,10 @@ class Trainer:
         state = self.state_dict()  # every rank takes part; only the main one writes
         if not self.dist.main:
             return
-        meta = {"tagface.version": __version__, "tagface.recipe": json.dumps(self.recipe.to_dict())}
+        meta = {"tagface.version": __version__, "tagface.recipe": json.dumps(self.config.to_dict())}
         save_state(state, self.out / CHECKPOINT, meta)
         G = standing_batchnorm(self.G_ema, self.freq, self.recipe.model.z_dim, self.recipe.sample.standing_stats)
-        save_generator(G, self.recipe, self.freq, self.out / GENERATOR, step=self.step)
+        save_generator(G, self.config, self.freq, self.out / GENERATOR, step=self.step)
 
     def resume(self) -> None:
         self.load_state_dict(load_resume_state(self.out / CHECKPOINT))
@@ -315,7 +338,7 @@ class Trainer:
         t, main = self.recipe.train, self.dist.main
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.out / "config.yaml", self.recipe.to_yaml())
+            atomic_write_text(self.out / "config.yaml", self.config.to_yaml())
             atomic_write_text(self.out / "run.json", json.dumps(
                 {"data": self.data_paths, "images": len(self.data), "device": str(self.device),
                  "processes": self.dist.world}, indent=2))
