@@ -1,6 +1,7 @@
 """torchrun-style training on 2 CPU processes with gloo: identical weights on every rank, global batch norm."""
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -93,7 +94,14 @@ def test_torchrun_cli_trains_and_resumes(tmp_path):
     env = {**os.environ, "TAGFACE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     def torchrun_train(*args):
         cmd = [torchrun, "--nproc_per_node=2", "--master_port", str(free_port()), "-m", "tagface", "train", *args]
-        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)  # its own process group, so a timeout ends the ranks too
+        try:
+            out, err = proc.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
     run = torchrun_train("--config", "seed-acgan-dcgan", "--data", str(data), "--out", str(tmp_path / "run"),
                          "--steps", "2", "--no-progress", *sets)
