@@ -129,3 +129,11 @@ def test_train_data_with_unknown_colour(capsys, make_dataset, tmp_path):
     line = run_error(capsys, ["train", "--config", "seed-dcgan-cls", "--data", ds.path, "--out", tmp_path / "run",
                               "--device", "cpu"])
     assert str(ds.path / "tags.csv") in line
+
+
+def test_train_with_a_stage_naming_a_missing_tagger_fails_before_reading_data(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # default-model's stage names runs/tagger-indep.safetensors, relative to here
+    line = run_error(capsys, ["train", "--config", "default-model", "--data", tmp_path / "no-such-data",
+                             "--out", tmp_path / "run"])
+    assert "stage from step 400: loss.frozen_classifier runs/tagger-indep.safetensors does not exist" in line
+    assert not (tmp_path / "run").exists()

@@ -48,7 +48,7 @@ def cmd_train(args) -> int:
 
     from .config import load_recipe
     from .data import load_datasets
-    from .training import Trainer
+    from .training import Trainer, check_stage_files
 
     out = Path(args.out)
     args.set = _flag_overrides(args) + args.set
@@ -65,6 +65,7 @@ def cmd_train(args) -> int:
         if not args.data:
             raise TagfaceError("--data is required: a folder with tags.csv and images (repeat for several)")
         recipe, data_paths = load_recipe(args.config, args.set), args.data
+    check_stage_files(recipe)  # before the data is decoded, which can take minutes the first time
     if args.threads:
         torch.set_num_threads(args.threads)
     from . import distributed

@@ -127,6 +127,15 @@ def frozen_tagger_loss(cfg, device) -> FrozenClassifierLoss:
     return FrozenClassifierLoss(load_tagger(path).to(device), cfg.frozen_classifier_weight)
 
 
+def check_stage_files(recipe: Recipe) -> None:
+    """A tagger file that a later stage names must exist now, not fail hours into the run at the stage's step."""
+    for stage in recipe.stages:
+        path = recipe.at_step(stage.start).loss.frozen_classifier
+        if path not in ("", "default") and not Path(path).exists():
+            raise TagfaceError(f"stage from step {stage.start}: loss.frozen_classifier {path} does not exist "
+                               f"(train it with `tagface tagger train`)")
+
+
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     for pe, pm in zip(ema.parameters(), model.parameters()):
@@ -151,11 +160,7 @@ class Trainer:
         self.data_rng = torch.Generator().manual_seed(t.seed)  # data order: shared by all ranks
         self.rng = torch.Generator().manual_seed(t.seed + 1 + self.dist.rank)  # noise, augmentation: per rank
         self.extra_g_losses = list(extra_g_losses or [])
-        for stage in self.config.stages:  # a missing file fails now, not at the stage's step
-            path = self.config.at_step(stage.start).loss.frozen_classifier
-            if path not in ("", "default") and not Path(path).exists():
-                raise TagfaceError(f"stage from step {stage.start}: loss.frozen_classifier {path} does not exist "
-                                   f"(train it with `tagface tagger train`)")
+        check_stage_files(self.config)
         self.objective = self._objective(recipe)
         cond = self.objective.conditioning
         self.G = build_generator(recipe.model, t.resolution).to(self.device)
