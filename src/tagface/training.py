@@ -220,8 +220,9 @@ class Trainer:
     def _enter_stage(self) -> None:
         """Switch to the recipe in force at this step: losses, augmentation and optimiser settings. The recipe,
         not a checkpoint, says the learning rates, so `--resume --set train.lr_g=5e-5` decays them too."""
-        self.recipe = recipe = self.config.at_step(self.step)
-        self.objective, self.D_loss = self._objective(recipe), self._d_loss(recipe)
+        recipe = self.config.at_step(self.step)
+        if recipe != self.recipe:  # a resume within the same stage keeps the losses (and the tagger) it built
+            self.recipe, self.objective, self.D_loss = recipe, self._objective(recipe), self._d_loss(recipe)
         for opt, lr in ((self.opt_g, recipe.train.lr_g), (self.opt_d, recipe.train.lr_d)):
             for group in opt.param_groups:
                 group["lr"], group["betas"] = lr, tuple(recipe.train.betas)
