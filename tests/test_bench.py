@@ -41,6 +41,10 @@ def test_bench_synthetic_all_measurements(tmp_path):
         assert row["speedup_vs_reference"] > 0
         assert row["overhead_pct"] == pytest.approx(100 * (row["floor"]["img_per_s"] / row["tagface"]["img_per_s"] - 1))
         assert set(row["generation"]) == {"1", "3"} and all(g["ms_median"] > 0 for g in row["generation"].values())
+        flops = row["gflop_per_step"]
+        assert flops["tagface"] > 0 and row["arithmetic_ratio"] == pytest.approx(flops["reference"] / flops["tagface"])
+        assert row["tagface"]["gflop_per_s"] == pytest.approx(flops["tagface"] * row["tagface"]["img_per_s"] / row["images_per_step"])
+    assert result["matmul_gflop_per_s"] > 0
     (loading,) = result["data_loading"]
     assert loading["resolution"] == 32 and loading["batch_size"] == 4
     for key in ("cache", "cache_flip_only", "pil_dataloader"):
@@ -51,6 +55,21 @@ def test_bench_synthetic_all_measurements(tmp_path):
     assert json.loads(json_path.read_text())["training"][0]["recipe"] == "seed-dcgan-cls"
     md = md_path.read_text()
     assert "| seed-srresnet-dragan | 32 | 4x1 | fp32 |" in md and "PIL-per-item DataLoader" in md and "3 faces" in md
+    assert "| seed-dcgan-cls | 32 | fp32 | " in md and "reference / tagface" in md
+
+
+def test_arithmetic_count_sees_the_fused_real_pass_and_reused_fakes():
+    """The matching-aware D step scores the real images' features against three tag sets instead of running D
+    per pair, and G's step no longer asks for D's weight gradients: tagface does less arithmetic than the tutorial
+    loop. Reusing D's fakes in G's step removes one G forward more."""
+    def ratio(*extra):
+        cfg = {**TINY_BENCH, "overrides": TINY_BENCH["overrides"] + list(extra)}
+        (row,) = run_bench(BenchConfig(recipes=["seed-dcgan-cls"], **cfg))["training"]
+        return row["gflop_per_step"]
+    plain, reused = ratio(), ratio("train.reuse_fakes=true")
+    assert plain["reference"] == pytest.approx(reused["reference"])  # the tutorial loop ignores the switch
+    assert plain["reference"] > 1.2 * plain["tagface"]
+    assert reused["tagface"] < plain["tagface"]
 
 
 def test_bench_reads_real_folders_through_the_cache(tmp_path):

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from . import __version__
 from .checkpoint import atomic_write_text
@@ -189,6 +191,37 @@ def floor_step_fn(trainer: Trainer) -> Callable[[], None]:
 
 
 # --------------------------------------------------------------------------- timing helpers
+class _FlopCount(TorchDispatchMode):
+    """Sums torch's own FLOP formulas (torch.utils.flop_counter) over every operator that runs. FlopCounterMode
+    itself also tracks modules with backward hooks, which break inside autograd.grad (the gradient penalties)."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
+
+
+def matmul_gflop_per_s(n: int = 2048, runs: int = 5) -> float:
+    """A practical ceiling for this machine: fp32 GFLOP/s of a large square matrix product (median of runs)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n ** 3 / 1e9 / statistics.median(time_calls(lambda: a @ b, runs, 1))
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """Floating-point operations of one call of fn: matrix products and convolutions, forward and backward
+    (element-wise work is not counted). Compiled code hides its operators, so count an uncompiled twin."""
+    with _FlopCount() as counter:
+        fn()
+    return counter.total
+
+
 def time_calls(fn: Callable[[], object], runs: int, warmup: int) -> list[float]:
     """Seconds per call of fn, after `warmup` untimed calls."""
     for _ in range(warmup):
@@ -263,10 +296,19 @@ def bench_training(recipe: Recipe, faces: FaceSet, items, steps: int, warmup: in
     trainer = fresh()
     row["tagface"] = _rate(time_calls(trainer.train_step, steps, warmup), per_step)
     loader = tutorial_loader(items, t.resolution, t.batch_size, ref_workers)
-    row["reference"] = _rate(time_calls(reference_step_fn(fresh(plain), loader), steps, warmup), per_step)
+    reference_step = reference_step_fn(fresh(plain), loader)
+    row["reference"] = _rate(time_calls(reference_step, steps, warmup), per_step)
     row["reference"]["workers"] = ref_workers
     row["speedup_vs_reference"] = row["tagface"]["img_per_s"] / row["reference"]["img_per_s"]
     row["overhead_pct"] = 100 * (row["floor"]["img_per_s"] / row["tagface"]["img_per_s"] - 1)
+    # The arithmetic each side does per iteration: where both are compute-bound, their ratio is the speedup that
+    # doing less work can give; what the measured speedup adds on top is kernel efficiency (memory format).
+    counted = trainer if not t.compile else fresh(replace(recipe, train=replace(t, compile=False)))
+    row["gflop_per_step"] = {"tagface": count_flops(counted.train_step) / 1e9,
+                             "reference": count_flops(reference_step) / 1e9}
+    row["arithmetic_ratio"] = row["gflop_per_step"]["reference"] / row["gflop_per_step"]["tagface"]
+    for side in ("tagface", "reference"):
+        row[side]["gflop_per_s"] = row["gflop_per_step"][side] * row[side]["img_per_s"] / per_step
     row["generation"] = bench_generation(trainer, gen_sizes, gen_runs)
     return row
 
@@ -362,6 +404,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda msg: None) -
               "data_source": "real: " + ", ".join(cfg.data) if cfg.data else "synthetic",
               "units": "img/s = real images consumed by D per second (batch_size x d_steps per step)",
               "training": [], "data_loading": []}
+    result["matmul_gflop_per_s"] = matmul_gflop_per_s()
     try:
         with tempfile.TemporaryDirectory(prefix="tagface-bench-") as tmp:
             tmp = Path(tmp)
@@ -400,6 +443,13 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda msg: None) -
 
 
 # --------------------------------------------------------------------------- reports
+def _settings_text(row: dict) -> str:
+    """'fp32 channels last reuse fakes': the precision and the speed switches that were on."""
+    ss = row.get("speed_settings", {})
+    return " ".join([ss.get("precision", "fp32")] + [k.replace("_", " ") for k in ("channels_last", "compile", "reuse_fakes")
+                                                     if ss.get(k)])
+
+
 def to_markdown(result: dict) -> str:
     m, s = result["machine"], result["settings"]
     lines = [f"tagface {m['tagface']}, torch {m['torch']}, {m['cpu'] or 'unknown CPU'} "
@@ -414,12 +464,22 @@ def to_markdown(result: dict) -> str:
               "| recipe | px | batch | tagface settings | tagface img/s | reference img/s | speedup | floor img/s | trainer overhead |",
               "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in result["training"]:
-        ss = r.get("speed_settings", {})
-        settings = " ".join([ss.get("precision", "fp32")] + [k.replace("_", " ") for k in ("channels_last", "compile", "reuse_fakes")
-                                                              if ss.get(k)])
-        lines.append(f"| {r['recipe']} | {r['resolution']} | {r['batch_size']}x{r['d_steps']} | {settings} | "
+        lines.append(f"| {r['recipe']} | {r['resolution']} | {r['batch_size']}x{r['d_steps']} | {_settings_text(r)} | "
                      f"{r['tagface']['img_per_s']:.1f} | {r['reference']['img_per_s']:.1f} | "
                      f"{r['speedup_vs_reference']:.2f}x | {r['floor']['img_per_s']:.1f} | {r['overhead_pct']:+.1f}% |")
+    peak = result.get("matmul_gflop_per_s")
+    lines += ["", "Arithmetic per iteration (torch.utils.flop_counter: convolutions and matrix products, forward and "
+              f"backward; this machine's fp32 matrix product runs at {peak or 0:.0f} GFLOP/s):", "",
+              "| recipe | px | tagface settings | tagface GFLOP | reference GFLOP | reference / tagface | measured speedup "
+              "| tagface GFLOP/s | reference GFLOP/s |",
+              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in result["training"]:
+        if "gflop_per_step" in r:
+            rates = " | ".join(f"{r[k]['gflop_per_s']:.0f}" + (f" ({100 * r[k]['gflop_per_s'] / peak:.0f}%)" if peak else "")
+                               for k in ("tagface", "reference"))
+            lines.append(f"| {r['recipe']} | {r['resolution']} | {_settings_text(r)} | {r['gflop_per_step']['tagface']:.1f} | "
+                         f"{r['gflop_per_step']['reference']:.1f} | {r['arithmetic_ratio']:.2f}x | "
+                         f"{r['speedup_vs_reference']:.2f}x | {rates} |")
     sizes = list(result["training"][0]["generation"]) if result["training"] else []
     lines += ["", "Generation latency (FaceGenerator.draw, median ms):", "",
               "| recipe | px | " + " | ".join(f"{n} face{'s' if n != '1' else ''}" for n in sizes) + " |",
