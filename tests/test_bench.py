@@ -5,8 +5,8 @@ import warnings
 import pytest
 import torch
 
-from tagface.bench import (BenchConfig, bench_data_loading, folder_items, run_bench, synthetic_faces, to_markdown,
-                           write_report, write_synthetic_jpegs)
+from tagface.bench import (BenchConfig, bench_data_loading, device_sync, folder_items, run_bench, synthetic_faces,
+                           time_calls, to_markdown, write_report, write_synthetic_jpegs)
 from tagface.cli import main
 from tagface.errors import TagfaceError
 from tagface.data import load_folder
@@ -130,6 +130,21 @@ def test_cli_bench_writes_json_and_markdown(tmp_path, capsys):
     result = json.loads((tmp_path / "b" / "bench.json").read_text())
     assert result["settings"]["steps"] == 1 and result["training"][0]["tagface"]["img_per_s"] > 0
     assert to_markdown(result) == (tmp_path / "b" / "bench.md").read_text()
+
+
+def test_timings_wait_for_queued_device_work():
+    events = []
+    times = time_calls(lambda: events.append("call"), runs=3, warmup=2, sync=lambda: events.append("sync"))
+    # the warmup's queued work is waited for before the clock starts, then every timed call before it stops
+    assert events == ["call", "call", "sync"] + ["call", "sync"] * 3 and len(times) == 3
+    assert device_sync("cpu") is None  # nothing is queued on the CPU
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cli_bench_on_cuda_without_cuda_is_one_line(capsys):
+    assert main(["bench", "--device", "cuda", "--out", "unused"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--device cuda" in err and "--device cpu" in err
 
 
 def test_reference_loop_calls_d_once_per_image_tag_pair(monkeypatch):

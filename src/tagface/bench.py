@@ -63,6 +63,7 @@ class BenchConfig:
     data_batches: int = 20           # batches timed in the data-loading comparison
     synthetic_images: int = 512      # size of the synthetic data set (uint8 tensors and JPEG folder)
     cache_dir: str | None = None
+    device: str = "cpu"              # cpu or cuda[:N]: where the models train (data work stays on the CPU)
 
 
 # --------------------------------------------------------------------------- the reference ("tutorial") pipeline
@@ -121,25 +122,25 @@ def reference_step_fn(trainer: Trainer, loader: DataLoader) -> Callable[[], None
     """One iteration of the tutorial loop with the trainer's G, D, optimizers and objective."""
     G, D, opt_g, opt_d, objective = trainer.G, trainer.D, trainer.opt_g, trainer.opt_d, trainer.objective
     t, z_dim, rng = trainer.recipe.train, trainer.recipe.model.z_dim, torch.Generator().manual_seed(1)
-    batches = _Cycle(loader)
+    batches, dev = _Cycle(loader), trainer.device
     if isinstance(objective.conditioning, MatchingAware):
         objective.conditioning.shared_real_pass = False  # tutorials call D once per (image, tags) pair
 
     def step() -> None:
         labels = None
         for _ in range(t.d_steps):
-            real, hair, eyes = batches.next()
+            real, hair, eyes = (x.to(dev) for x in batches.next())
             labels = Labels(hair, eyes)
             b = real.shape[0]
-            fake_labels = labels.permute(torch.randperm(b))
+            fake_labels = labels.permute(torch.randperm(b, device=dev))
             with torch.no_grad():
-                fake = G(torch.randn(b, z_dim), fake_labels.onehot)
+                fake = G(torch.randn(b, z_dim, device=dev), fake_labels.onehot)
             loss, _ = objective.d_loss(D, real, labels, fake, fake_labels, rng)
             opt_d.zero_grad()
             loss.backward()
             opt_d.step()
         for _ in range(t.g_steps):
-            fake = G(torch.randn(labels.hair.shape[0], z_dim), labels.onehot)
+            fake = G(torch.randn(labels.hair.shape[0], z_dim, device=dev), labels.onehot)
             loss, _ = objective.g_loss(D, fake, labels)
             opt_g.zero_grad()
             loss.backward()
@@ -159,7 +160,9 @@ def floor_step_fn(trainer: Trainer) -> Callable[[], None]:
                     torch.randint(0, len(EYE_COLOURS), (b,), generator=g))
     fake_labels = labels.permute(torch.randperm(b, generator=g))
     z_d, z_g = torch.randn(b, z_dim, generator=g), torch.randn(b, z_dim, generator=g)
-
+    dev = trainer.device
+    real, z_d, z_g = real.to(dev), z_d.to(dev), z_g.to(dev)
+    labels, fake_labels = Labels(labels.hair.to(dev), labels.eyes.to(dev)), Labels(fake_labels.hair.to(dev), fake_labels.eyes.to(dev))
     if t.channels_last:
         real = real.contiguous(memory_format=torch.channels_last)
 
@@ -208,10 +211,17 @@ class _FlopCount(TorchDispatchMode):
         return out
 
 
-def matmul_gflop_per_s(n: int = 2048, runs: int = 5) -> float:
-    """A practical ceiling for this machine: fp32 GFLOP/s of a large square matrix product (median of runs)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n ** 3 / 1e9 / statistics.median(time_calls(lambda: a @ b, runs, 1))
+def matmul_gflop_per_s(n: int = 2048, runs: int = 5, device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
+    """A practical ceiling for this machine: GFLOP/s of a large square matrix product (median of runs); on a GPU,
+    in bf16, the precision its training uses."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    return 2 * n ** 3 / 1e9 / statistics.median(time_calls(lambda: a @ b, runs, 1, device_sync(device)))
+
+
+def device_sync(device: str | torch.device) -> Callable[[], None] | None:
+    """What waits for queued GPU work, so that a timer sees it done; None on the CPU (nothing is queued)."""
+    device = torch.device(device)
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
 
 
 def count_flops(fn: Callable[[], object]) -> int:
@@ -222,14 +232,17 @@ def count_flops(fn: Callable[[], object]) -> int:
     return counter.total
 
 
-def time_calls(fn: Callable[[], object], runs: int, warmup: int) -> list[float]:
-    """Seconds per call of fn, after `warmup` untimed calls."""
+def time_calls(fn: Callable[[], object], runs: int, warmup: int, sync: Callable[[], None] | None = None) -> list[float]:
+    """Seconds per call of fn, after `warmup` untimed calls; `sync` (device_sync) waits for queued GPU work."""
+    sync = sync or (lambda: None)
     for _ in range(warmup):
         fn()
+    sync()
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return times
 
@@ -277,7 +290,8 @@ def folder_items(folders: list[str]) -> list[tuple[str, int, int]]:
 
 # --------------------------------------------------------------------------- the measurements
 def bench_training(recipe: Recipe, faces: FaceSet, items, steps: int, warmup: int, workdir: Path,
-                   ref_workers: int = 0, gen_sizes: tuple[int, ...] = (1, 16), gen_runs: int = 7) -> dict:
+                   ref_workers: int = 0, gen_sizes: tuple[int, ...] = (1, 16), gen_runs: int = 7,
+                   device: str = "cpu") -> dict:
     """tagface's train_step vs the tutorial loop vs the compute floor, for one recipe at one resolution."""
     t = recipe.train
     per_step = t.batch_size * t.d_steps
@@ -290,14 +304,15 @@ def bench_training(recipe: Recipe, faces: FaceSet, items, steps: int, warmup: in
     plain = replace(recipe, train=replace(t, precision="fp32", channels_last=False, compile=False, reuse_fakes=False))
 
     def fresh(r: Recipe = recipe) -> Trainer:  # same seed, so every variant starts from the same weights
-        return Trainer(r, faces, workdir, progress=False)
+        return Trainer(r, faces, workdir, device=device, progress=False)
 
-    row["floor"] = _rate(time_calls(floor_step_fn(fresh()), steps, warmup), per_step)
+    sync = device_sync(device)
+    row["floor"] = _rate(time_calls(floor_step_fn(fresh()), steps, warmup, sync), per_step)
     trainer = fresh()
-    row["tagface"] = _rate(time_calls(trainer.train_step, steps, warmup), per_step)
+    row["tagface"] = _rate(time_calls(trainer.train_step, steps, warmup, sync), per_step)
     loader = tutorial_loader(items, t.resolution, t.batch_size, ref_workers)
     reference_step = reference_step_fn(fresh(plain), loader)
-    row["reference"] = _rate(time_calls(reference_step, steps, warmup), per_step)
+    row["reference"] = _rate(time_calls(reference_step, steps, warmup, sync), per_step)
     row["reference"]["workers"] = ref_workers
     row["speedup_vs_reference"] = row["tagface"]["img_per_s"] / row["reference"]["img_per_s"]
     row["overhead_pct"] = 100 * (row["floor"]["img_per_s"] / row["tagface"]["img_per_s"] - 1)
@@ -320,7 +335,7 @@ def bench_generation(trainer: Trainer, sizes: tuple[int, ...] = (1, 16), runs: i
     for n in sizes:
         z = gen.noise(n, seed=0)
         labels = Labels(torch.arange(n) % len(HAIR_COLOURS), torch.arange(n) % len(EYE_COLOURS))
-        times = time_calls(lambda: gen.draw(z, labels), runs, 1)
+        times = time_calls(lambda: gen.draw(z, labels), runs, 1)  # draw returns CPU images: already synchronised
         out[str(n)] = {"ms_median": 1000 * statistics.median(times), "ms_min": 1000 * min(times), "runs": runs}
     return out
 
@@ -404,7 +419,12 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda msg: None) -
               "data_source": "real: " + ", ".join(cfg.data) if cfg.data else "synthetic",
               "units": "img/s = real images consumed by D per second (batch_size x d_steps per step)",
               "training": [], "data_loading": []}
-    result["matmul_gflop_per_s"] = matmul_gflop_per_s()
+    on_gpu = torch.device(cfg.device).type == "cuda"
+    if on_gpu:
+        result["machine"]["gpu"] = torch.cuda.get_device_name(torch.device(cfg.device))
+    result["matmul_dtype"] = "bf16" if on_gpu else "fp32"
+    result["matmul_gflop_per_s"] = (matmul_gflop_per_s(8192, 10, cfg.device, torch.bfloat16) if on_gpu
+                                    else matmul_gflop_per_s())
     try:
         with tempfile.TemporaryDirectory(prefix="tagface-bench-") as tmp:
             tmp = Path(tmp)
@@ -428,7 +448,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda msg: None) -
                     log(f"training {recipe.name} at {res}px: floor, tagface, reference "
                         f"({cfg.warmup} + {cfg.steps} steps each)")
                     row = bench_training(recipe, faces, items, cfg.steps, cfg.warmup, tmp / "run", cfg.ref_workers,
-                                         tuple(cfg.gen_sizes), cfg.gen_runs)
+                                         tuple(cfg.gen_sizes), cfg.gen_runs, cfg.device)
                     result["training"].append(row)
                     log(f"  tagface {row['tagface']['img_per_s']:.1f} img/s, reference "
                         f"{row['reference']['img_per_s']:.1f}, floor {row['floor']['img_per_s']:.1f}")
@@ -452,7 +472,8 @@ def _settings_text(row: dict) -> str:
 
 def to_markdown(result: dict) -> str:
     m, s = result["machine"], result["settings"]
-    lines = [f"tagface {m['tagface']}, torch {m['torch']}, {m['cpu'] or 'unknown CPU'} "
+    lines = [f"tagface {m['tagface']}, torch {m['torch']}, " + (f"{m['gpu']} (models), " if m.get("gpu") else "")
+             + f"{m['cpu'] or 'unknown CPU'} "
              f"({m.get('cpu_capability', '?')}, native bf16 {'yes' if m.get('native_bf16') else 'no'}), {m['cpus']} CPUs, "
              f"{m['torch_threads']} torch threads; data {result['data_source']}; {s['warmup']} warmup + "
              f"{s['steps']} timed steps; reference DataLoader workers {s['ref_workers']}; "
@@ -469,7 +490,8 @@ def to_markdown(result: dict) -> str:
                      f"{r['speedup_vs_reference']:.2f}x | {r['floor']['img_per_s']:.1f} | {r['overhead_pct']:+.1f}% |")
     peak = result.get("matmul_gflop_per_s")
     lines += ["", "Arithmetic per iteration (torch.utils.flop_counter: convolutions and matrix products, forward and "
-              f"backward; this machine's fp32 matrix product runs at {peak or 0:.0f} GFLOP/s):", "",
+              f"backward; this machine's {result.get('matmul_dtype', 'fp32')} matrix product runs at {peak or 0:.0f} "
+              "GFLOP/s):", "",
               "| recipe | px | tagface settings | tagface GFLOP | reference GFLOP | reference / tagface | measured speedup "
               "| tagface GFLOP/s | reference GFLOP/s |",
               "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]

@@ -262,7 +262,8 @@ def cmd_bench(args) -> int:
     cfg = BenchConfig(recipes=[r.strip() for r in (args.recipes or ",".join(DEFAULT_RECIPES)).split(",") if r.strip()],
                       resolutions=args.resolutions, steps=args.steps, warmup=args.warmup, threads=args.threads,
                       data=args.data or [], overrides=args.set, ref_workers=args.ref_workers, gen_runs=args.gen_runs,
-                      data_batches=args.data_batches, cache_dir=args.cache_dir)
+                      data_batches=args.data_batches, cache_dir=args.cache_dir,
+                      device=resolve_device(args.device))
     result = run_bench(cfg, log=lambda msg: print(f"tagface: bench: {msg}", file=sys.stderr, flush=True))
     json_path, md_path = write_report(result, args.out)
     print(to_markdown(result))
@@ -384,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--gen-runs", type=positive(int), default=7, help="generation timings per size (default 7)")
     bn.add_argument("--data-batches", type=positive(int), default=20, help="batches timed for data loading (default 20)")
     bn.add_argument("--cache-dir", help="where decoded data is cached (default ~/.cache/tagface or $TAGFACE_CACHE)")
+    bn.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: where the models run; on CUDA the "
+                    "ceiling is the GPU's bf16 matrix product")
     bn.set_defaults(func=cmd_bench)
 
     r = sub.add_parser("recipes", help="list the seed recipes")

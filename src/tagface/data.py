@@ -293,12 +293,12 @@ def augment(x: torch.Tensor, generator: torch.Generator, flip: bool = True, rota
     """Random horizontal flips and small rotations (the reports' +-5 degrees) on a float batch."""
     b = x.shape[0]
     if flip:
-        mask = torch.rand(b, generator=generator) < 0.5
+        mask = (torch.rand(b, generator=generator) < 0.5).to(x.device)  # drawn on the CPU: same faces on any device
         x = torch.where(mask[:, None, None, None], x.flip(-1), x)
     if rotate_deg > 0:
         angle = (torch.rand(b, generator=generator) * 2 - 1) * math.radians(rotate_deg)
         cos, sin = angle.cos(), angle.sin()
         theta = torch.stack([torch.stack([cos, -sin, torch.zeros(b)], 1), torch.stack([sin, cos, torch.zeros(b)], 1)], 1)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return x
