@@ -1,0 +1,47 @@
+"""Frechet distance (the shipped tagger's features, as `tagface evaluate`) between held-out real mlds faces and
+WebP re-encodings of other real faces: what re-encoding the training data alone costs (docs/ablations.md, "On a GPU").
+
+    python benchmarks/reencode_frechet.py [DATA]
+"""
+from __future__ import annotations
+
+import io
+import sys
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tagface.data import load_folder
+from tagface.evaluation import feature_stats, frechet_distance
+from tagface.tagger import extract_features, heldout_mask, load_tagger
+
+
+def webp(images: torch.Tensor, quality: int) -> torch.Tensor:
+    """uint8 [N, 3, R, R] -> the same faces after a WebP round trip."""
+    out = []
+    for x in images:
+        buf = io.BytesIO()
+        Image.fromarray(x.permute(1, 2, 0).numpy()).save(buf, "WEBP", quality=quality, method=6)
+        out.append(torch.from_numpy(np.asarray(Image.open(buf).convert("RGB")).transpose(2, 0, 1).copy()))
+    return torch.stack(out)
+
+
+def main() -> None:
+    real = load_folder(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/mlds2018-extra", 64, verbose=False)
+    held = real.subset(heldout_mask(real.digest, 0.1).nonzero().squeeze(1))  # the faces evaluate compares with
+    held = held.subset(torch.randperm(len(held), generator=torch.Generator().manual_seed(0))[:4000])
+    tagger = load_tagger()
+    perm = torch.randperm(len(held), generator=torch.Generator().manual_seed(1))
+    m = 1056  # as many as evaluate's sets (8 per pair)
+    a, b = held.images[perm[:m]], held.images[perm[m:2 * m]]
+    stats_a = feature_stats(extract_features(tagger, a))
+    fd = lambda images: frechet_distance(*feature_stats(extract_features(tagger, images)), *stats_a)  # noqa: E731
+    print(f"real vs real (other faces): {fd(b):.2f}")
+    for q in (80, 90):
+        print(f"WebP q{q} of other faces vs real: {fd(webp(b, q)):.2f}")
+    print(f"WebP q80 of the same faces vs real: {fd(webp(a, 80)):.2f}")
+
+
+if __name__ == "__main__":
+    main()
