@@ -1,8 +1,9 @@
 """Pack a data folder small enough to travel with a remote GPU run: every image re-encoded as WebP into one tar.
 
 A run on a lent GPU machine may carry only 64 MiB; the 36,740 mlds faces are 116 MB of JPEG but 43 MB as WebP
-at quality 80 (lossy: measured against the originals in docs/performance.md). The tar unpacks to a folder
-`tagface train --data` reads as is (tags.csv + images/<id>.webp).
+at quality 80. Lossy: the re-encoding alone moves real faces' Frechet distance from 2.05 to 3.78
+(benchmarks/reencode_frechet.py, docs/ablations.md), so prefer a higher quality on a subset. The archive unpacks to
+a folder `tagface train --data` reads as is (tags.csv + images/<id>.webp).
 
     python benchmarks/pack_faces.py ../shared/data/mlds2018-extra gpu/mlds-webp80.tar.gz --quality 80
 """

@@ -1,5 +1,7 @@
 """Frechet distance (the shipped tagger's features, as `tagface evaluate`) between held-out real mlds faces and
-WebP re-encodings of other real faces: what re-encoding the training data alone costs (docs/ablations.md, "On a GPU").
+WebP re-encodings of other real faces: what re-encoding the training data alone costs (docs/ablations.md, "On a GPU");
+and the shipped generator's distance with and without a JPEG round trip at the data's own quality (95), to see
+whether its gap to real faces is missing JPEG texture.
 
     python benchmarks/reencode_frechet.py [DATA]
 """
@@ -13,16 +15,17 @@ import torch
 from PIL import Image
 
 from tagface.data import load_folder
-from tagface.evaluation import feature_stats, frechet_distance
+from tagface.evaluation import evaluate, feature_stats, frechet_distance
+from tagface.sampling import FaceGenerator
 from tagface.tagger import extract_features, heldout_mask, load_tagger
 
 
-def webp(images: torch.Tensor, quality: int) -> torch.Tensor:
-    """uint8 [N, 3, R, R] -> the same faces after a WebP round trip."""
+def round_trip(images: torch.Tensor, quality: int, fmt: str = "WEBP") -> torch.Tensor:
+    """uint8 [N, 3, R, R] -> the same faces after a lossy WebP (or JPEG) round trip."""
     out = []
     for x in images:
         buf = io.BytesIO()
-        Image.fromarray(x.permute(1, 2, 0).numpy()).save(buf, "WEBP", quality=quality, method=6)
+        Image.fromarray(x.permute(1, 2, 0).numpy()).save(buf, fmt, quality=quality, **({"method": 6} if fmt == "WEBP" else {}))
         out.append(torch.from_numpy(np.asarray(Image.open(buf).convert("RGB")).transpose(2, 0, 1).copy()))
     return torch.stack(out)
 
@@ -39,8 +42,19 @@ def main() -> None:
     fd = lambda images: frechet_distance(*feature_stats(extract_features(tagger, images)), *stats_a)  # noqa: E731
     print(f"real vs real (other faces): {fd(b):.2f}")
     for q in (80, 90):
-        print(f"WebP q{q} of other faces vs real: {fd(webp(b, q)):.2f}")
-    print(f"WebP q80 of the same faces vs real: {fd(webp(a, 80)):.2f}")
+        print(f"WebP q{q} of other faces vs real: {fd(round_trip(b, q)):.2f}")
+    print(f"WebP q80 of the same faces vs real: {fd(round_trip(a, 80)):.2f}")
+
+    class JpegFaces(FaceGenerator):  # what evaluate sees when every generated face is saved as the data's JPEGs
+        def draw(self, z, labels, batch_size=256):
+            return round_trip(super().draw(z, labels, batch_size), 95, "JPEG")
+
+    shipped = FaceGenerator.load()
+    for name, gen in (("shipped generator", shipped),
+                      ("shipped generator, JPEG q95", JpegFaces(shipped.G, shipped.recipe, shipped.freq, shipped.step,
+                                                                 shipped.source))):
+        r = evaluate(gen, tagger, real, samples_per_tag=8, seed=0)
+        print(f"{name}: Frechet {r['frechet_tagger']['generated_vs_real']:.2f} (ratio {r['frechet_tagger']['ratio']:.2f})")
 
 
 if __name__ == "__main__":
