@@ -162,7 +162,7 @@ def floor_step_fn(trainer: Trainer) -> Callable[[], None]:
     z_d, z_g = torch.randn(b, z_dim, generator=g), torch.randn(b, z_dim, generator=g)
     dev = trainer.device
     real, z_d, z_g = real.to(dev), z_d.to(dev), z_g.to(dev)
-    labels, fake_labels = Labels(labels.hair.to(dev), labels.eyes.to(dev)), Labels(fake_labels.hair.to(dev), fake_labels.eyes.to(dev))
+    labels, fake_labels = labels.to(dev), fake_labels.to(dev)
     if t.channels_last:
         real = real.contiguous(memory_format=torch.channels_last)
 

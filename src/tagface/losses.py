@@ -29,6 +29,9 @@ class Labels(NamedTuple):
     def permute(self, perm: torch.Tensor) -> "Labels":
         return Labels(self.hair[perm], self.eyes[perm])
 
+    def to(self, device: torch.device | str) -> "Labels":
+        return Labels(self.hair.to(device), self.eyes.to(device))
+
 
 # --------------------------------------------------------------------------- adversarial losses
 @dataclass(frozen=True)

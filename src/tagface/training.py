@@ -235,7 +235,7 @@ class Trainer:
         x = augment(to_float(self.data.images[idx].to(self.device)), self.rng, t.flip, t.rotate)
         if t.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, Labels(self.data.hair[idx].to(self.device), self.data.eyes[idx].to(self.device))
+        return x, Labels(self.data.hair[idx], self.data.eyes[idx]).to(self.device)
 
     def _noise(self, b: int) -> torch.Tensor:
         return torch.randn(b, self.recipe.model.z_dim, generator=self.rng).to(self.device)
@@ -274,7 +274,7 @@ class Trainer:
                 idx = torch.randint(0, len(self.data), (self.local_batch,), generator=self.rng)
                 if mode_seeking:  # two halves with the same tags, so each face has a twin to differ from
                     idx = idx[: self.local_batch // 2].repeat(2)
-                fake_labels = Labels(self.data.hair[idx].to(self.device), self.data.eyes[idx].to(self.device))
+                fake_labels = Labels(self.data.hair[idx], self.data.eyes[idx]).to(self.device)
                 z = self._noise(len(idx))
                 with self._autocast():
                     fake = self.G_train(z, fake_labels.onehot)
