@@ -8,7 +8,10 @@ T0=$(date +%s); TRAIN_S=${TRAIN_S:-320}; OUT=${OUT:-/tmp/out}; DEV=${DEV:-cuda};
 mkdir -p "$OUT" logs
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TAGFACE_CACHE=/tmp/tfcache
 say() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
-finish() { nvidia-smi > logs/nvidia-smi.txt 2>&1; tar czf "$OUT/logs.tgz" logs runs/*/metrics.jsonl runs/*/config.yaml runs/*/run.json runs/*/samples 2>/dev/null; say done; }
+finish() {  # no sample grids: $OUT brings back 64 MiB in all, and the generators take most of it
+  nvidia-smi > logs/nvidia-smi.txt 2>&1
+  tar czf "$OUT/logs.tgz" logs runs/*/metrics.jsonl runs/*/config.yaml runs/*/run.json 2>/dev/null; say done
+}
 trap finish EXIT
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv | tee logs/gpu.txt
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a logs/gpu.txt
