@@ -7,11 +7,13 @@ would, for each seed (docs/ablations.md, "Past step 6300").
 --like gives the recipe and tag frequencies; W are safetensors files of that generator's weights.
 """
 import argparse
+import sys
 
 import torch
 from safetensors.torch import load_file
 
 from tagface.data import load_datasets
+from tagface.errors import TagfaceError
 from tagface.evaluation import evaluate
 from tagface.sampling import FaceGenerator, standing_batchnorm
 from tagface.tagger import load_tagger
@@ -39,4 +41,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except TagfaceError as err:  # bad input: one line, as the tagface commands give it
+        sys.exit(f"average_generators: error: {err}")

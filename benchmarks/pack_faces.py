@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import sys
 import tarfile
 from multiprocessing import Pool
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from tagface.data import read_records
+from tagface.errors import TagfaceError
 
 
 def encode(args) -> tuple[str, bytes]:
@@ -53,4 +55,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except TagfaceError as err:  # bad input: one line, as the tagface commands give it
+        sys.exit(f"pack_faces: error: {err}")

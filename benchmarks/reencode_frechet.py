@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from tagface.data import load_folder
+from tagface.errors import TagfaceError
 from tagface.evaluation import evaluate, feature_stats, frechet_distance
 from tagface.sampling import FaceGenerator
 from tagface.tagger import extract_features, heldout_mask, load_tagger
@@ -58,4 +59,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except TagfaceError as err:  # bad input: one line, as the tagface commands give it
+        sys.exit(f"reencode_frechet: error: {err}")
