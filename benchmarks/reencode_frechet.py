@@ -1,7 +1,8 @@
 """Frechet distance (the shipped tagger's features, as `tagface evaluate`) between held-out real mlds faces and
 WebP re-encodings of other real faces: what re-encoding the training data alone costs (docs/ablations.md, "On a GPU");
 and the shipped generator's distance with and without a JPEG round trip at the data's own quality (95), to see
-whether its gap to real faces is missing JPEG texture.
+whether its gap to real faces is missing JPEG texture (by the tagger's Frechet distance and by the network-free
+sliced Wasserstein distance of evaluate's report).
 
     python benchmarks/reencode_frechet.py [DATA]
 """
@@ -55,7 +56,9 @@ def main() -> None:
                       ("shipped generator, JPEG q95", JpegFaces(shipped.G, shipped.recipe, shipped.freq, shipped.step,
                                                                  shipped.source))):
         r = evaluate(gen, tagger, real, samples_per_tag=8, seed=0)
-        print(f"{name}: Frechet {r['frechet_tagger']['generated_vs_real']:.2f} (ratio {r['frechet_tagger']['ratio']:.2f})")
+        swd = " / ".join(f"{v:.1f}" for v in r["swd"]["generated_vs_real"].values())
+        print(f"{name}: Frechet {r['frechet_tagger']['generated_vs_real']:.2f} (ratio {r['frechet_tagger']['ratio']:.2f}); "
+              f"sliced Wasserstein {swd} (real vs real {' / '.join(f'{v:.1f}' for v in r['swd']['real_vs_real'].values())})")
 
 
 if __name__ == "__main__":

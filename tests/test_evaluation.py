@@ -10,7 +10,7 @@ from PIL import Image
 from tagface.cli import main
 from tagface.data import FaceSet, load_folder, read_records
 from tagface.losses import Labels
-from tagface.evaluation import (_per_tag_diversity_ratio, confusion, diversity, evaluate, feature_stats, frechet_distance,
+from tagface.evaluation import (_blur, _per_tag_diversity_ratio, laplacian_pyramid, sliced_wasserstein, confusion, diversity, evaluate, feature_stats, frechet_distance,
                                 write_report)
 from tagface.sampling import FaceGenerator
 from tagface.tagger import (TaggerNet, accuracy, heldout_mask, load_tagger, relabel, save_tagger, train_tagger,
@@ -47,6 +47,35 @@ def test_frechet_from_samples_approaches_the_closed_form():
     b = torch.randn(20000, 3, generator=g, dtype=torch.float64) * 2 + 1
     expected = 3 * 1 + 3 * (1 + 4 - 2 * 2)
     assert frechet_distance(*feature_stats(a), *feature_stats(b)) == pytest.approx(expected, rel=0.05)
+
+
+def _textures(n: int, seed: int, size: int = 32) -> torch.Tensor:
+    """uint8 images of one random-texture distribution: smooth colour fields plus fine noise."""
+    g = torch.Generator().manual_seed(seed)
+    smooth = torch.nn.functional.interpolate(torch.rand(n, 3, 4, 4, generator=g), size=size, mode="bilinear")
+    return ((smooth * 200 + torch.rand(n, 3, size, size, generator=g) * 55)).to(torch.uint8)
+
+
+def test_laplacian_pyramid_bands_add_back_to_the_image():
+    x = torch.rand(2, 3, 32, 32)
+    bands = laplacian_pyramid(x, 3)
+    assert [b.shape[-1] for b in bands] == [32, 16, 8]
+    rebuilt = bands[-1]
+    for band in reversed(bands[:-1]):
+        up = torch.zeros_like(band)
+        up[..., ::2, ::2] = rebuilt
+        rebuilt = band + 4 * _blur(up)
+    torch.testing.assert_close(rebuilt, x)
+
+
+def test_sliced_wasserstein_is_zero_for_one_set_and_sees_lost_detail_and_colour():
+    a, b = _textures(200, 0), _textures(200, 1)
+    assert list(sliced_wasserstein(a, a)) == [32, 16] and max(sliced_wasserstein(a, a).values()) == 0
+    same = sliced_wasserstein(a, b)
+    blurred = sliced_wasserstein(_blur(a.float()).to(torch.uint8), b)
+    tinted = sliced_wasserstein((a.float() * torch.tensor([1.0, 0.6, 0.6])[:, None, None]).to(torch.uint8), b)
+    assert blurred[32] > 3 * same[32]  # the finest band lost its texture
+    assert tinted[16] > 3 * same[16]   # the colour is in the coarse remainder
 
 
 def test_accuracy_and_confusion_on_a_hand_made_set():
@@ -203,6 +232,8 @@ def test_evaluate_writes_json_markdown_and_confusion(tmp_path):
     write_report(r, tmp_path / "report")
     assert json.loads((tmp_path / "report" / "report.json").read_text())["step"] == 1
     assert "Matched set" in (tmp_path / "report" / "report.md").read_text()
+    assert set(r["swd"]["generated_vs_real"]) == {32, 16} and r["swd"]["mean_generated_vs_real"] > 0
+    assert "Sliced Wasserstein" in (tmp_path / "report" / "report.md").read_text()
     assert "not Inception FID" in (tmp_path / "report" / "report.md").read_text()
     with Image.open(tmp_path / "report" / "confusion.png") as im:
         assert im.width > 300
