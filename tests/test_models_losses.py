@@ -286,3 +286,37 @@ def test_mode_seeking_draws_each_g_batch_as_two_halves_with_the_same_tags():
     g_tags = seen[-1]                 # the D step draws G's fakes first, then the G step
     assert g_tags.shape[0] == 6 and torch.equal(g_tags[:3], g_tags[3:])
     assert not torch.equal(seen[0][:3], seen[0][3:])
+
+
+def test_feature_matching_moves_a_batch_to_the_real_mean_and_spread():
+    from tagface.losses import FeatureMatching, feature_stats_torch
+    torch.manual_seed(0)
+    target_std = torch.linspace(0.5, 2.0, 8)
+    mean, cov = feature_stats_torch(torch.randn(20000, 8) * target_std + 1)
+    shift, scale = torch.zeros(8, requires_grad=True), torch.ones(8, requires_grad=True)
+    matching = FeatureMatching(mean, cov, momentum=0.99)
+    opt = torch.optim.Adam([shift, scale], lr=0.01)
+    first = None
+    for _ in range(1500):
+        loss = matching(torch.randn(64, 8) * scale + shift)
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert matching.distance() < 0.05 * first  # the logged value is the running distance
+    torch.testing.assert_close(shift.detach(), torch.ones(8), atol=0.1, rtol=0)
+    spread = scale.detach().pow(2).sum() / target_std.pow(2).sum()  # total variance against the real one
+    assert 0.9 < spread < 1.1
+
+
+def test_feature_matching_needs_a_frozen_tagger_and_logs_both_terms(tmp_path):
+    from tagface.errors import TagfaceError
+    from tagface.tagger import TaggerNet, save_tagger
+    with pytest.raises(TagfaceError, match="loss.feature_matching .* set loss.frozen_classifier"):
+        Trainer(tiny_recipe("seed-wgan-gp", "loss.feature_matching=0.1"), random_faces(), tmp_path / "a", progress=False)
+    save_tagger(TaggerNet(width=4, resolution=32).eval(), tmp_path / "t.safetensors")
+    recipe = tiny_recipe("seed-wgan-gp", "train.d_steps=1", f"loss.frozen_classifier={tmp_path / 't.safetensors'}",
+                         "loss.feature_matching=0.1")
+    trainer = Trainer(recipe, random_faces(), tmp_path / "run", progress=False)
+    logs = trainer.train_step()
+    assert logs["g_frozen_cls"] > 0 and logs["g_feature_matching"] > 0

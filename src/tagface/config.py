@@ -48,6 +48,7 @@ class LossConfig:
     drift: float = 0.0                # WGAN critic drift term, keeps real scores near 0
     frozen_classifier: str = ""       # report 003: a frozen tagger as extra G loss ("default": the shipped one)
     frozen_classifier_weight: float = 1.0
+    feature_matching: float = 0.0     # G matches the frozen tagger's feature mean and covariance on real faces
     mode_seeking: float = 0.0         # MSGAN (Mao et al.): weight of G's reward for different faces per tag
 
 
@@ -86,7 +87,7 @@ class SampleConfig:
 # what a stage may change mid-run: loss weights and optimiser settings, never the networks, the data or the batch
 STAGE_KEYS = {
     "loss": ("cls_weight", "fake_cls", "penalty_weight", "penalty_on_labels", "drift", "frozen_classifier",
-             "frozen_classifier_weight", "mode_seeking"),
+             "frozen_classifier_weight", "feature_matching", "mode_seeking"),
     "train": ("lr_g", "lr_d", "betas", "ema", "replay_prob", "flip", "rotate", "diffaugment", "reuse_fakes"),
 }
 

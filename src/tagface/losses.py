@@ -62,15 +62,69 @@ def classification_loss(logits: torch.Tensor, labels: Labels, kind: str) -> torc
 class FrozenClassifierLoss:
     """Report 003's extra G loss: a frozen, pretrained hair/eye classifier must recognise G's tags.
 
-    `classifier` maps images to [B, 23] tag logits; its weights never change.
+    `classifier` maps images to [B, 23] tag logits (a TaggerNet also gives `features`); its weights never change.
+    With `matching` (FeatureMatching on its features of real faces) it also asks G's faces for the real faces'
+    feature statistics: Salimans et al.'s feature matching, on a pretrained network rather than on D, which pulls
+    the whole distribution of faces towards the real one, not only each face's tags.
     """
 
-    def __init__(self, classifier: nn.Module, weight: float = 1.0, kind: str = "softmax"):
+    def __init__(self, classifier: nn.Module, weight: float = 1.0, kind: str = "softmax",
+                 matching: "FeatureMatching | None" = None, matching_weight: float = 0.0):
         self.classifier = classifier.eval().requires_grad_(False)
         self.weight, self.kind = weight, kind
+        self.matching, self.matching_weight = matching, matching_weight
 
-    def __call__(self, fake: torch.Tensor, labels: Labels) -> torch.Tensor:
-        return self.weight * classification_loss(self.classifier(fake), labels, self.kind)
+    def __call__(self, fake: torch.Tensor, labels: Labels) -> torch.Tensor | dict[str, torch.Tensor]:
+        if self.matching is None:
+            return self.weight * classification_loss(self.classifier(fake), labels, self.kind)
+        features = self.classifier.features(fake)
+        return {"frozen_cls": self.weight * classification_loss(self.classifier.head(features), labels, self.kind),
+                "feature_matching": self.matching_weight * self.matching(features)}
+
+
+def feature_stats_torch(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (unbiased) covariance of [N, C] features, in float32."""
+    f = features.float()
+    mean = f.mean(0)
+    centred = f - mean
+    return mean, centred.T @ centred / max(1, f.shape[0] - 1)
+
+
+class FeatureMatching:
+    """How far G's feature mean and covariance are from the real ones: the two terms of the Frechet distance,
+    with the covariance term's matrix square root replaced by a Frobenius norm.
+
+    One batch of 64 estimates a 128 x 128 covariance too noisily to aim at (its own sampling noise would dominate
+    the gradient and shrink G's spread), so the direction comes from running averages of G's statistics over
+    recent batches and only the step's batch carries the gradient: loss = 2 <avg - real, batch>, whose gradient
+    is that of |avg - real|^2 had the batch been the average. The averages are not saved in checkpoints: for
+    the first 1 / (1 - momentum) batches of a run or a resume they fill up and the loss has no gradient (aimed
+    at the first batches' noise, it wrecked a trained generator's tags within 10 steps).
+    """
+
+    def __init__(self, mean: torch.Tensor, cov: torch.Tensor, momentum: float = 0.99):
+        self.real_mean, self.real_cov, self.momentum = mean, cov, momentum
+        self.mean = self.cov = None
+        self.seen, self.warmup = 0, round(1 / (1 - momentum))
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        m, c = feature_stats_torch(features)
+        with torch.no_grad():
+            if self.mean is None:
+                self.mean, self.cov = m.detach().clone(), c.detach().clone()
+            else:  # a plain mean while filling up, then the exponential average
+                rate = max(1 - self.momentum, 1 / (self.seen + 1))
+                self.mean.lerp_(m.detach(), rate)
+                self.cov.lerp_(c.detach(), rate)
+            self.seen += 1
+        if self.seen <= self.warmup:
+            return m.sum() * 0 + self.distance()
+        surrogate = 2 * (((self.mean - self.real_mean) * m).sum() + ((self.cov - self.real_cov) * c).sum())
+        return surrogate - surrogate.detach() + self.distance()  # logs read the distance; gradients the surrogate
+
+    def distance(self) -> float:
+        """The running averages' squared distance from the real statistics: what the loss drives down."""
+        return float((self.mean - self.real_mean).pow(2).sum() + (self.cov - self.real_cov).pow(2).sum())
 
 
 def mode_seeking_loss(fake: torch.Tensor, z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -244,5 +298,9 @@ class GANObjective:
     def g_loss(self, D, fake, fake_labels: Labels) -> tuple[torch.Tensor, dict]:
         terms = self.conditioning.g_terms(D, fake, fake_labels)
         for i, extra in enumerate(self.extra_g_losses):
-            terms[f"extra{i}"] = extra(fake, fake_labels)
+            out = extra(fake, fake_labels)  # one term, or several named ones
+            if isinstance(out, dict):
+                terms.update(out)
+            else:
+                terms[f"extra{i}"] = out
         return sum(terms.values()), {f"g_{k}": v.item() for k, v in terms.items()}

@@ -30,7 +30,8 @@ from .config import Recipe
 from .data import FaceSet, augment, to_float
 from .diffaugment import DiffAugmented, parse_policy
 from .errors import TagfaceError
-from .losses import FrozenClassifierLoss, GANObjective, Labels, mode_seeking_loss
+from .losses import (FeatureMatching, FrozenClassifierLoss, GANObjective, Labels, feature_stats_torch,
+                     mode_seeking_loss)
 from .models import build_discriminator, build_generator
 from .sampling import sample_grid_labels, save_generator, save_image_grid, standing_batchnorm
 from .plotting import plot_losses
@@ -120,11 +121,23 @@ class BatchSampler:
         self.perm, self.cursor, self.epoch = state["perm"], state["cursor"], state["epoch"]
 
 
-def frozen_tagger_loss(cfg, device) -> FrozenClassifierLoss:
-    """Report 003's pretrained hair/eye classifiers: the frozen tagger must read G's tags off its faces."""
+def frozen_tagger_loss(cfg, device, data: FaceSet | None = None) -> FrozenClassifierLoss:
+    """Report 003's pretrained hair/eye classifiers: the frozen tagger must read G's tags off its faces, and with
+    loss.feature_matching its features of G's faces must have the real faces' mean and covariance."""
     from .tagger import load_tagger
     path = None if cfg.frozen_classifier == "default" else cfg.frozen_classifier
-    return FrozenClassifierLoss(load_tagger(path).to(device), cfg.frozen_classifier_weight)
+    tagger = load_tagger(path).to(device).eval()
+    matching = FeatureMatching(*real_feature_stats(tagger, data, device)) if cfg.feature_matching else None
+    return FrozenClassifierLoss(tagger, cfg.frozen_classifier_weight, matching=matching,
+                                matching_weight=cfg.feature_matching)
+
+
+@torch.no_grad()
+def real_feature_stats(tagger, data: FaceSet, device, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frozen tagger's feature mean and covariance over every training face (unaugmented), once per run."""
+    features = torch.cat([tagger.features(to_float(data.images[i:i + batch_size].to(device))).float()
+                          for i in range(0, len(data), batch_size)])
+    return feature_stats_torch(features)
 
 
 def check_stage_files(recipe: Recipe) -> None:
@@ -208,8 +221,11 @@ class Trainer:
     # ------------------------------------------------------------------ the recipe in force
     def _objective(self, recipe: Recipe) -> GANObjective:
         extra = list(self.extra_g_losses)
+        if recipe.loss.feature_matching and not recipe.loss.frozen_classifier:
+            raise TagfaceError("loss.feature_matching matches the frozen tagger's features: set loss.frozen_classifier "
+                               "too (a tagger file, or 'default')")
         if recipe.loss.frozen_classifier:
-            extra.append(frozen_tagger_loss(recipe.loss, self.device))
+            extra.append(frozen_tagger_loss(recipe.loss, self.device, self.data))
         return GANObjective(recipe.loss, extra)
 
     def _d_loss(self, recipe: Recipe) -> nn.Module:
