@@ -111,11 +111,10 @@ class FeatureMatching:
         m, c = feature_stats_torch(features)
         with torch.no_grad():
             if self.mean is None:
-                self.mean, self.cov = m.detach().clone(), c.detach().clone()
-            else:  # a plain mean while filling up, then the exponential average
-                rate = max(1 - self.momentum, 1 / (self.seen + 1))
-                self.mean.lerp_(m.detach(), rate)
-                self.cov.lerp_(c.detach(), rate)
+                self.mean, self.cov = torch.zeros_like(m), torch.zeros_like(c)
+            rate = max(1 - self.momentum, 1 / (self.seen + 1))  # a plain mean while filling up, then exponential
+            self.mean.lerp_(m.detach(), rate)
+            self.cov.lerp_(c.detach(), rate)
             self.seen += 1
         if self.seen <= self.warmup:
             return m.sum() * 0 + self.distance()

@@ -121,7 +121,7 @@ class BatchSampler:
         self.perm, self.cursor, self.epoch = state["perm"], state["cursor"], state["epoch"]
 
 
-def frozen_tagger_loss(cfg, device, data: FaceSet | None = None) -> FrozenClassifierLoss:
+def frozen_tagger_loss(cfg, device, data: FaceSet) -> FrozenClassifierLoss:
     """Report 003's pretrained hair/eye classifiers: the frozen tagger must read G's tags off its faces, and with
     loss.feature_matching its features of G's faces must have the real faces' mean and covariance."""
     from .tagger import load_tagger
@@ -134,7 +134,8 @@ def frozen_tagger_loss(cfg, device, data: FaceSet | None = None) -> FrozenClassi
 
 @torch.no_grad()
 def real_feature_stats(tagger, data: FaceSet, device, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    """The frozen tagger's feature mean and covariance over every training face (unaugmented), once per run."""
+    """The frozen tagger's feature mean and covariance over every training face (unaugmented), each time the losses
+    are built: at the start, on resume, and at a stage that changes them."""
     features = torch.cat([tagger.features(to_float(data.images[i:i + batch_size].to(device))).float()
                           for i in range(0, len(data), batch_size)])
     return feature_stats_torch(features)
