@@ -26,7 +26,8 @@ def test_stages_add_up_in_order():
 
 def test_stages_survive_the_run_directory_config(tmp_path):
     recipe = load_recipe("default-model")
-    assert [s.start for s in recipe.stages] == [400, 800, 1300, 10300]
+    assert [s.start for s in recipe.stages] == [400, 800, 1300, 10300, 12050]
+    assert (recipe.at_step(12049).train.rotate, recipe.at_step(12050).train.rotate) == (5.0, 0.0)
     (tmp_path / "config.yaml").write_text(recipe.to_yaml())
     assert load_recipe(tmp_path / "config.yaml") == recipe
     assert "stages" not in load_recipe("seed-acgan-dcgan").to_yaml()

@@ -66,7 +66,7 @@ class TrainConfig:
     replay_size: int = 0              # experience replay of old fakes for D (0: off)
     replay_prob: float = 0.5          # share of each fake batch drawn from the replay buffer
     flip: bool = True
-    rotate: float = 5.0               # max rotation in degrees
+    rotate: float = 5.0               # max rotation in degrees (the reports); it resamples, so it blurs what D sees
     diffaugment: str = ""             # DiffAugment on every D input, e.g. "color,translation,cutout" ("": off)
     seed: int = 0
     precision: str = "fp32"           # fp32, or bf16 autocast (weights and optimizer stay fp32)
