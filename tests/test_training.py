@@ -299,3 +299,66 @@ def test_bf16_on_a_cpu_without_native_bf16_warns(tmp_path, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Trainer(tiny_recipe("seed-acgan-dcgan", "train.precision=bf16"), random_faces(), tmp_path, progress=False)
+
+
+def test_init_from_a_generator_file_warms_a_new_d_against_the_frozen_g(tmp_path):
+    switches = ("train.sample_every=1000", "train.checkpoint_every=1000")
+    source = Trainer(tiny_recipe("seed-acgan-dcgan", *switches), random_faces(), tmp_path / "a", progress=False)
+    source.fit(3)
+    shipped = load_tensors(tmp_path / "a" / "generator.safetensors")
+
+    fresh = Trainer(tiny_recipe("seed-acgan-dcgan", *switches), random_faces(), tmp_path / "b", progress=False)
+    d_fresh = [p.detach().clone() for p in fresh.D.parameters()]
+    line = fresh.init_from(tmp_path / "a" / "generator.safetensors", d_warmup=2)
+    assert "a new D trained alone for 2 steps" in line and fresh.step == 3
+    for k, v in fresh.G_ema.state_dict().items():
+        assert torch.equal(v, shipped[k]), k
+    for k, v in fresh.G.named_parameters():  # G did not move while D warmed up (its batch statistics may)
+        assert torch.equal(v, shipped[k]), k
+    assert any(not torch.equal(a, b) for a, b in zip(d_fresh, fresh.D.parameters()))  # D did
+    fresh.fit(5)
+    assert fresh.step == 5 and FaceGenerator.load(tmp_path / "b").step == 5
+    assert any(not torch.equal(v, shipped[k]) for k, v in fresh.G.state_dict().items())
+
+
+def test_init_from_a_run_takes_its_d_and_skips_the_warm_up(tmp_path):
+    switches = ("train.sample_every=1000", "train.checkpoint_every=1000")
+    source = Trainer(tiny_recipe("seed-dcgan-cls", *switches), random_faces(), tmp_path / "a", progress=False)
+    source.fit(2)
+    child = Trainer(tiny_recipe("seed-dcgan-cls", *switches), random_faces(), tmp_path / "b", progress=False)
+    assert "G, D and EMA weights" in child.init_from(tmp_path / "a", d_warmup=50)
+    assert child.step == 2
+    for name in ("G", "D", "G_ema"):
+        for a, b in zip(getattr(source, name).state_dict().values(), getattr(child, name).state_dict().values()):
+            assert torch.equal(a, b), name
+
+
+def test_init_errors_are_one_line(tmp_path, capsys):
+    switches = ("train.sample_every=1000", "train.checkpoint_every=1000")
+    Trainer(tiny_recipe("seed-acgan-dcgan", *switches), random_faces(), tmp_path / "a", progress=False).fit(1)
+    wider = Trainer(tiny_recipe("seed-acgan-dcgan", "model.g_channels=16"), random_faces(), tmp_path / "b",
+                    progress=False)
+    with pytest.raises(TagfaceError, match="its G does not fit this recipe's"):
+        wider.init_from(tmp_path / "a")
+    with pytest.raises(TagfaceError, match="does not exist"):
+        wider.init_from(tmp_path / "missing.safetensors")
+    assert main(["train", "--config", "seed-acgan-dcgan", "--out", str(tmp_path / "c"), "--resume",
+                 "--init", str(tmp_path / "a")]) == 2
+    with pytest.raises(SystemExit):  # argparse's own one-line usage error
+        main(["train", "--config", "seed-acgan-dcgan", "--out", str(tmp_path / "c"), "--init", "x", "--d-warmup", "-1"])
+    err = capsys.readouterr().err
+    assert "give one of them" in err and "expected an integer >= 0" in err
+
+
+def test_cli_fine_tunes_a_run_on_other_faces(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TAGFACE_CACHE", str(tmp_path / "cache"))
+    data = _write_tiny_folder(tmp_path / "data")
+    overrides = [a for item in TINY for a in ("--set", item)]
+    assert main(["train", "--config", "seed-acgan-dcgan", "--data", str(data), "--out", str(tmp_path / "a"),
+                 "--steps", "2", "--no-progress", *overrides]) == 0
+    export = tmp_path / "g.safetensors"
+    assert main(["export", "--checkpoint", str(tmp_path / "a"), "--format", "safetensors", "--out", str(export)]) == 0
+    assert main(["train", "--config", "seed-acgan-dcgan", "--data", str(data), "--out", str(tmp_path / "b"),
+                 "--init", str(export), "--d-warmup", "1", "--steps", "4", "--no-progress", *overrides]) == 0
+    assert "a new D trained alone for 1 steps" in capsys.readouterr().err
+    assert FaceGenerator.load(tmp_path / "b").step == 4

@@ -24,6 +24,17 @@ def positive(kind):
     return parse
 
 
+def non_negative(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def cmd_recipes(args) -> int:
     from .config import list_recipes, load_recipe
     for name in list_recipes():
@@ -52,6 +63,9 @@ def cmd_train(args) -> int:
 
     out = Path(args.out)
     args.set = _flag_overrides(args) + args.set
+    if args.resume and args.init:
+        raise TagfaceError("--resume continues this run's own checkpoint; --init starts a new run from another's: "
+                           "give one of them")
     if args.resume:
         if not (out / "config.yaml").exists():
             raise TagfaceError(f"--resume: {out} has no config.yaml from an earlier run")
@@ -76,10 +90,12 @@ def cmd_train(args) -> int:
     try:
         data = load_datasets(data_paths, recipe.train.resolution, args.cache_dir, verbose=dist.main)
         trainer = Trainer(recipe, data, out, device=device, data_paths=data_paths, progress=not args.no_progress)
+        say = (lambda msg: print(msg, file=sys.stderr)) if dist.main else (lambda msg: None)
         if args.resume:
             trainer.resume()
+        elif args.init:
+            say("tagface: " + trainer.init_from(None if args.init == "default" else args.init, args.d_warmup))
         steps = args.steps or recipe.train.steps
-        say = (lambda msg: print(msg, file=sys.stderr)) if dist.main else (lambda msg: None)
         say(f"tagface: training {recipe.name} on {len(data)} faces at {recipe.train.resolution}px, step {trainer.step} "
             f"-> {steps}, device {device}" + (f" x {dist.world} processes" if dist.active else "") + f", out {out}")
         logs = trainer.fit(steps)
@@ -281,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--steps", type=positive(int), help="train until this step (default: the recipe's train.steps)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    t.add_argument("--init", metavar="RUN_OR_FILE", help="start from another run's weights: a run directory, a "
+                   "checkpoint or generator file, or 'default' (the shipped model; fine-tune it on your faces)")
+    t.add_argument("--d-warmup", type=non_negative, default=500, metavar="N", help="with --init from a generator file: "
+                   "steps a new D trains alone before G moves (default 500)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
     t.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     t.add_argument("--threads", type=positive(int), help="CPU threads for torch")

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from . import __version__
 from . import distributed
-from .checkpoint import atomic_write_text, load_resume_state, save_state
+from .checkpoint import atomic_write_text, load_resume_state, load_tensors, run_file, save_state
 from .config import Recipe
 from .data import FaceSet, augment, to_float
 from .diffaugment import DiffAugmented, parse_policy
@@ -260,16 +260,23 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         if any(stage.start == self.step for stage in self.config.stages):
             self._enter_stage()
-        t, logs = self.recipe.train, {}
-        mode_seeking = self.recipe.loss.mode_seeking
+        t, mode_seeking = self.recipe.train, self.recipe.loss.mode_seeking
         # the last D step's fakes, kept with their graph for G's first step (not with replay or paired halves)
-        reuse = t.reuse_fakes and self.replay is None and not mode_seeking
-        kept = None
+        logs, kept = self._train_d(keep_fakes=t.reuse_fakes and self.replay is None and not mode_seeking)
+        logs.update(self._train_g(kept))
+        if not t.ema:
+            self.G_ema.load_state_dict(self.G.state_dict())
+        self.step += 1
+        return logs
+
+    def _train_d(self, keep_fakes: bool = False) -> tuple[dict[str, float], tuple | None]:
+        """The recipe's D steps; with keep_fakes, the last step's fakes and tags keep their graph for G."""
+        t, logs, kept = self.recipe.train, {}, None
         self.D.requires_grad_(True)
         for i in range(t.d_steps):
             real, labels = self._real_batch()
             fake_labels = labels.permute(torch.randperm(real.shape[0], generator=self.rng).to(self.device))
-            keep = reuse and i == t.d_steps - 1
+            keep = keep_fakes and i == t.d_steps - 1
             with torch.set_grad_enabled(keep), self._autocast():
                 fake = self.G_train(self._noise(real.shape[0]), fake_labels.onehot)
             if keep:
@@ -282,6 +289,10 @@ class Trainer:
             loss.backward()
             self.opt_d.step()
             logs.update(logs_d)
+        return logs, kept
+
+    def _train_g(self, kept: tuple | None) -> dict[str, float]:
+        t, logs, mode_seeking = self.recipe.train, {}, self.recipe.loss.mode_seeking
         # G's step needs gradients through D, not D's own: skipping them saves part of D's backward pass
         self.D.requires_grad_(False)
         for _ in range(t.g_steps):
@@ -308,9 +319,6 @@ class Trainer:
             if t.ema:
                 # ramp the decay up so early, fast-changing weights are not averaged over too long a past
                 update_ema(self.G_ema, self.G, min(t.ema, (1 + self.step) / (10 + self.step)))
-        if not t.ema:
-            self.G_ema.load_state_dict(self.G.state_dict())
-        self.step += 1
         return logs
 
     def _autocast(self):
@@ -356,6 +364,41 @@ class Trainer:
 
     def resume(self) -> None:
         self.load_state_dict(load_resume_state(self.out / CHECKPOINT))
+
+    def init_from(self, path: str | Path | None, d_warmup: int = 0) -> str:
+        """Start from another run's weights (stylegan2-ada's resume-from-pickle): a training checkpoint gives G, D
+        and the EMA generator; a generator file (the shipped default when path is None) gives G and its EMA, and
+        D starts fresh and trains alone against the frozen G for d_warmup steps, so that G's first updates come
+        from a D that has seen its faces. Optimisers start fresh; the step count continues from the file's, so a
+        recipe's stages are in force as they were there. Returns a line saying what was loaded."""
+        from .checkpoint import load_state, read_metadata
+        from .sampling import resolve_checkpoint
+        p = resolve_checkpoint(None) if path is None else run_file(path, (CHECKPOINT, GENERATOR))
+        meta = read_metadata(p)
+        if meta.get("tagface.kind", "generator") != "generator" or "tagface.recipe" not in meta:
+            raise TagfaceError(f"--init {p}: not a tagface generator or GAN training checkpoint")
+        full = "tagface.state" in meta
+        if full:
+            state = load_state(p)[0]
+            nets, step = {"G": state["G"], "D": state["D"], "G_ema": state["G_ema"]}, int(state["step"])
+        else:
+            weights = load_tensors(p)
+            nets, step = {"G": weights, "G_ema": weights}, int(meta.get("tagface.step", 0))
+        for name, tensors in nets.items():
+            net = getattr(self, name)
+            own = net.state_dict()
+            try:
+                net.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in tensors.items()})
+            except RuntimeError as err:
+                raise TagfaceError(f"--init {p}: its {name} does not fit this recipe's "
+                                   f"({str(err).splitlines()[0]})") from None
+        self.step = step
+        self._enter_stage()
+        warmed = 0 if full else d_warmup
+        for _ in tqdm(range(warmed), desc="D warm-up", unit="step", disable=not (self.progress and self.dist.main)):
+            self._train_d()
+        return (f"started from {p} at step {step}: G, D and EMA weights" if full else
+                f"started from {p} at step {step}: G and EMA weights, a new D trained alone for {warmed} steps")
 
     # ------------------------------------------------------------------ the loop
     def fit(self, steps: int) -> dict[str, float]:
