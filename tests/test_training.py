@@ -362,3 +362,24 @@ def test_cli_fine_tunes_a_run_on_other_faces(tmp_path, capsys, monkeypatch):
                  "--init", str(export), "--d-warmup", "1", "--steps", "4", "--no-progress", *overrides]) == 0
     assert "a new D trained alone for 1 steps" in capsys.readouterr().err
     assert FaceGenerator.load(tmp_path / "b").step == 4
+
+
+def test_the_shipped_model_fine_tunes_from_its_own_step(tmp_path, capsys, monkeypatch):
+    from tagface.sampling import default_model_path
+    if not default_model_path().exists():
+        pytest.skip("no default model in this install")
+    monkeypatch.setenv("TAGFACE_CACHE", str(tmp_path / "cache"))
+    data = _write_tiny_folder(tmp_path / "data", n=8, size=64)
+    shipped = FaceGenerator.load(None)
+    run = tmp_path / "ft"
+    assert main(["train", "--config", "seed-acgan-dcgan", "--init", "default", "--d-warmup", "1", "--data", str(data),
+                 "--out", str(run), "--steps", str(shipped.step + 1), "--no-progress", "--set", "train.batch_size=4",
+                 "--set", "sample.standing_stats=1"]) == 0
+    assert f"at step {shipped.step}" in capsys.readouterr().err
+    tuned = FaceGenerator.load(run)
+    assert tuned.step == shipped.step + 1
+    z, labels = torch.randn(2, shipped.z_dim), torch.zeros(2, 23)
+    labels[:, 0] = labels[:, 12] = 1
+    with torch.no_grad():  # one step away: close to the shipped faces, not equal to them
+        gap = (tuned.G(z, labels) - shipped.G(z, labels)).abs().mean().item()
+    assert 0 < gap < 0.1
