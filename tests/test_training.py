@@ -383,3 +383,16 @@ def test_the_shipped_model_fine_tunes_from_its_own_step(tmp_path, capsys, monkey
     with torch.no_grad():  # one step away: close to the shipped faces, not equal to them
         gap = (tuned.G(z, labels) - shipped.G(z, labels)).abs().mean().item()
     assert 0 < gap < 0.1
+
+
+@pytest.mark.parametrize("native, flags, hinted", [(True, [], True), (True, ["--precision", "bf16"], False),
+                                                   (False, [], False)])
+def test_train_suggests_bf16_only_where_the_cpu_has_it(native, flags, hinted, tmp_path, capsys, monkeypatch):
+    import tagface.training as training
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setenv("TAGFACE_CACHE", str(tmp_path / "cache"))
+    data = _write_tiny_folder(tmp_path / "data")
+    overrides = [a for item in TINY for a in ("--set", item)]
+    assert main(["train", "--config", "seed-acgan-dcgan", "--data", str(data), "--out", str(tmp_path / "run"),
+                 "--steps", "1", "--no-progress", "--device", "cpu", *flags, *overrides]) == 0
+    assert ("this CPU has native bf16" in capsys.readouterr().err) == hinted
