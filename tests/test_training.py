@@ -396,3 +396,24 @@ def test_train_suggests_bf16_only_where_the_cpu_has_it(native, flags, hinted, tm
     assert main(["train", "--config", "seed-acgan-dcgan", "--data", str(data), "--out", str(tmp_path / "run"),
                  "--steps", "1", "--no-progress", "--device", "cpu", *flags, *overrides]) == 0
     assert ("this CPU has native bf16" in capsys.readouterr().err) == hinted
+
+
+def test_a_discriminator_beside_the_generator_file_comes_with_it(tmp_path, capsys):
+    switches = ("train.sample_every=1000", "train.checkpoint_every=1000")
+    source = Trainer(tiny_recipe("seed-acgan-dcgan", *switches), random_faces(), tmp_path / "a", progress=False)
+    source.fit(2)
+    gen, disc = tmp_path / "g.safetensors", tmp_path / "g-discriminator.safetensors"
+    assert main(["export", "--checkpoint", str(tmp_path / "a"), "--format", "safetensors", "--out", str(gen)]) == 0
+    assert main(["export", "--checkpoint", str(tmp_path / "a"), "--discriminator", "--out", str(disc)]) == 0
+    assert "D at step 2" in capsys.readouterr().err
+    child = Trainer(tiny_recipe("seed-acgan-dcgan", *switches), random_faces(), tmp_path / "b", progress=False)
+    assert "D from g-discriminator.safetensors" in child.init_from(gen, d_warmup=5)
+    for a, b in zip(source.D.state_dict().values(), child.D.state_dict().values()):
+        assert torch.equal(a, b)
+    source.fit(3)  # a D of another step is not this generator's: warm a new one up instead
+    assert main(["export", "--checkpoint", str(tmp_path / "a"), "--discriminator", "--out", str(disc)]) == 0
+    other = Trainer(tiny_recipe("seed-acgan-dcgan", *switches), random_faces(), tmp_path / "c", progress=False)
+    assert "a new D trained alone for 1 steps" in other.init_from(gen, d_warmup=1)
+    # D lives only in a training checkpoint
+    assert main(["export", "--checkpoint", str(gen), "--discriminator", "--out", str(tmp_path / "d.safetensors")]) == 2
+    assert "only those hold a discriminator" in capsys.readouterr().err

@@ -252,7 +252,12 @@ def cmd_serve(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export_checkpoint
+    from .export import export_checkpoint, export_discriminator
+    if args.discriminator:
+        info = export_discriminator(args.checkpoint, args.out, half=args.half)
+        print(f"tagface: wrote {info['path']} ({info['bytes'] / 1e6:.1f} MB, {info['dtype']}, D at step "
+              f"{info['step']})", file=sys.stderr)
+        return 0
     info = export_checkpoint(args.checkpoint, args.out, args.format, args.opset, args.exporter, half=args.half,
                              standing_stats=args.standing_stats)
     if args.format.lower() == "safetensors":
@@ -388,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--format", default="onnx", help="onnx (default) or safetensors (the generator alone)")
     x.add_argument("--out", required=True, help="output file, e.g. g.onnx or g.safetensors")
     x.add_argument("--half", action="store_true", help="fp16 weights (safetensors only; half the size)")
+    x.add_argument("--discriminator", action="store_true", help="write the run's D instead (safetensors; from a "
+                   "training checkpoint), e.g. as NAME-discriminator.safetensors beside NAME.safetensors for --init")
     x.add_argument("--standing-stats", type=positive(int), default=0, metavar="BATCHES",
                    help="recompute G's BatchNorm statistics over this many generated batches of 64 first (e.g. 50)")
     x.add_argument("--opset", type=positive(int), help="ONNX opset (default 17; 18 with --exporter dynamo)")

@@ -244,3 +244,30 @@ def export_checkpoint(checkpoint: str | Path | None, out: str | Path, fmt: str =
         return export_safetensors(gen, out, half)
     return export_onnx(gen.G, gen.recipe, out, opset=opset, step=gen.step, freq=gen.freq, exporter=exporter,
                        verify=verify)
+
+
+def discriminator_path(generator: str | Path) -> Path:
+    """Where a generator file's discriminator lives, if it has one: beside it, `<name>-discriminator.safetensors`.
+    The shipped default has one, so that `tagface train --init default` fine-tunes with a trained D."""
+    generator = Path(generator)
+    return generator.with_name(f"{generator.stem}-discriminator.safetensors")
+
+
+def export_discriminator(checkpoint: str | Path, out: str | Path, half: bool = False) -> dict:
+    """`tagface export --discriminator`: D's weights from a training checkpoint, with its step and recipe."""
+    from .checkpoint import atomic_save_tensors, load_state, read_metadata, run_file
+    if not str(out).lower().endswith(".safetensors"):
+        raise TagfaceError(f"--out {out}: a discriminator is written as a .safetensors file")
+    if checkpoint is None:
+        raise TagfaceError("--discriminator needs --checkpoint: a run directory or its checkpoint.safetensors")
+    path = run_file(checkpoint, ("checkpoint.safetensors",), " (D is only in a run's training checkpoint)")
+    meta = read_metadata(path)
+    if "tagface.state" not in meta or "tagface.recipe" not in meta:
+        raise TagfaceError(f"{path} is not a GAN training checkpoint: only those hold a discriminator")
+    state = load_state(path)[0]
+    dtype = torch.float16 if half else torch.float32
+    tensors = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state["D"].items()}
+    atomic_save_tensors(tensors, out, {"tagface.version": __version__, "tagface.kind": "discriminator",
+                                       "tagface.step": str(state["step"]), "tagface.recipe": meta["tagface.recipe"]})
+    return {"path": str(out), "bytes": Path(out).stat().st_size, "dtype": str(dtype).replace("torch.", ""),
+            "step": state["step"]}

@@ -368,10 +368,12 @@ class Trainer:
     def init_from(self, path: str | Path | None, d_warmup: int = 0) -> str:
         """Start from another run's weights (stylegan2-ada's resume-from-pickle): a training checkpoint gives G, D
         and the EMA generator; a generator file (the shipped default when path is None) gives G and its EMA, and
-        D starts fresh and trains alone against the frozen G for d_warmup steps, so that G's first updates come
+        D comes from `<name>-discriminator.safetensors` beside it when that holds D at the same step; otherwise D
+        starts fresh and trains alone against the frozen G for d_warmup steps, so that G's first updates come
         from a D that has seen its faces. Optimisers start fresh; the step count continues from the file's, so a
         recipe's stages are in force as they were there. Returns a line saying what was loaded."""
         from .checkpoint import load_state, read_metadata
+        from .export import discriminator_path
         from .sampling import resolve_checkpoint
         p = resolve_checkpoint(None) if path is None else run_file(path, (CHECKPOINT, GENERATOR))
         meta = read_metadata(p)
@@ -384,6 +386,9 @@ class Trainer:
         else:
             weights = load_tensors(p)
             nets, step = {"G": weights, "G_ema": weights}, int(meta.get("tagface.step", 0))
+            d_file = discriminator_path(p)  # a D shipped beside the generator, trained with it to the same step
+            if d_file.exists() and read_metadata(d_file).get("tagface.step") == str(step):
+                nets["D"] = load_tensors(d_file)
         for name, tensors in nets.items():
             net = getattr(self, name)
             own = net.state_dict()
@@ -394,11 +399,14 @@ class Trainer:
                                    f"({str(err).splitlines()[0]})") from None
         self.step = step
         self._enter_stage()
-        warmed = 0 if full else d_warmup
+        warmed = 0 if "D" in nets else d_warmup
         for _ in tqdm(range(warmed), desc="D warm-up", unit="step", disable=not (self.progress and self.dist.main)):
             self._train_d()
-        return (f"started from {p} at step {step}: G, D and EMA weights" if full else
-                f"started from {p} at step {step}: G and EMA weights, a new D trained alone for {warmed} steps")
+        if full:
+            return f"started from {p} at step {step}: G, D and EMA weights"
+        if "D" in nets:
+            return f"started from {p} at step {step}: G and EMA weights, D from {d_file.name}"
+        return f"started from {p} at step {step}: G and EMA weights, a new D trained alone for {warmed} steps"
 
     # ------------------------------------------------------------------ the loop
     def fit(self, steps: int) -> dict[str, float]:
