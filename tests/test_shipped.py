@@ -1,6 +1,8 @@
 """The weights that ship inside the package: present, within their size budgets, and working together."""
 import torch
 
+from tagface.checkpoint import read_metadata
+from tagface.export import discriminator_path
 from tagface.sampling import FaceGenerator, default_model_path
 from tagface.tagger import accuracy, default_tagger_path, load_tagger, predict_logits
 from tagface.tags import EYE_COLOURS, HAIR_COLOURS, parse_tags
@@ -9,6 +11,14 @@ from tagface.tags import EYE_COLOURS, HAIR_COLOURS, parse_tags
 def test_shipped_files_fit_their_budgets():
     assert default_model_path().stat().st_size <= 16 * 2**20
     assert default_tagger_path().stat().st_size <= 8 * 2**20
+    assert discriminator_path(default_model_path()).stat().st_size <= 16 * 2**20
+
+
+def test_shipped_discriminator_belongs_to_the_shipped_generator():
+    """--init default fine-tunes with it only when it holds D at the generator's own step."""
+    d_meta = read_metadata(discriminator_path(default_model_path()))
+    assert d_meta["tagface.kind"] == "discriminator"
+    assert d_meta["tagface.step"] == str(FaceGenerator.load().step)
 
 
 def test_default_generator_loads_without_a_checkpoint_and_is_deterministic():
