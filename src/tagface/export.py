@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from . import __version__
-from .checkpoint import atomic_write
+from .checkpoint import atomic_save_tensors, atomic_write, load_state, read_metadata, run_file
 from .errors import TagfaceError
 from .losses import Labels
 from .tags import EYE_COLOURS, HAIR_COLOURS, N_TAGS
@@ -255,7 +255,6 @@ def discriminator_path(generator: str | Path) -> Path:
 
 def export_discriminator(checkpoint: str | Path, out: str | Path, half: bool = False) -> dict:
     """`tagface export --discriminator`: D's weights from a training checkpoint, with its step and recipe."""
-    from .checkpoint import atomic_save_tensors, load_state, read_metadata, run_file
     if not str(out).lower().endswith(".safetensors"):
         raise TagfaceError(f"--out {out}: a discriminator is written as a .safetensors file")
     if checkpoint is None:

@@ -25,15 +25,18 @@ from tqdm import tqdm
 
 from . import __version__
 from . import distributed
-from .checkpoint import atomic_write_text, load_resume_state, load_tensors, run_file, save_state
+from .checkpoint import (atomic_write_text, load_resume_state, load_state, load_tensors, read_metadata, run_file,
+                         save_state)
 from .config import Recipe
 from .data import FaceSet, augment, to_float
 from .diffaugment import DiffAugmented, parse_policy
 from .errors import TagfaceError
+from .export import discriminator_path
 from .losses import (FeatureMatching, FrozenClassifierLoss, GANObjective, Labels, feature_stats_torch,
                      mode_seeking_loss)
 from .models import build_discriminator, build_generator
-from .sampling import sample_grid_labels, save_generator, save_image_grid, standing_batchnorm
+from .sampling import (resolve_checkpoint, sample_grid_labels, save_generator, save_image_grid,
+                       standing_batchnorm)
 from .plotting import plot_losses
 from .tags import TagFrequencies
 
@@ -372,9 +375,6 @@ class Trainer:
         starts fresh and trains alone against the frozen G for d_warmup steps, so that G's first updates come
         from a D that has seen its faces. Optimisers start fresh; the step count continues from the file's, so a
         recipe's stages are in force as they were there. Returns a line saying what was loaded."""
-        from .checkpoint import load_state, read_metadata
-        from .export import discriminator_path
-        from .sampling import resolve_checkpoint
         p = resolve_checkpoint(None) if path is None else run_file(path, (CHECKPOINT, GENERATOR))
         meta = read_metadata(p)
         if meta.get("tagface.kind", "generator") != "generator" or "tagface.recipe" not in meta:
