@@ -394,9 +394,10 @@ class Trainer:
             own = net.state_dict()
             try:
                 net.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in tensors.items()})
-            except RuntimeError as err:
-                raise TagfaceError(f"--init {p}: its {name} does not fit this recipe's "
-                                   f"({str(err).splitlines()[0]})") from None
+            except RuntimeError:
+                trained_as = json.loads(meta["tagface.recipe"]).get("name", "another recipe")
+                raise TagfaceError(f"--init {p}: its {name} does not fit this recipe's networks; it was trained as "
+                                   f"{trained_as}: use that recipe, or one with the same model section") from None
         self.step = step
         self._enter_stage()
         warmed = 0 if "D" in nets else d_warmup
