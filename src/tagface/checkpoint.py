@@ -144,3 +144,10 @@ def load_resume_state(path: Path, kind: str | None = None, what: str = "training
     if kind is not None and meta.get("tagface.kind") != kind:
         raise TagfaceError(f"{path} is not a {what} checkpoint (kind {meta.get('tagface.kind', 'none')})")
     return state
+
+
+def load_weights(module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Load stored weights into module, each cast to the dtype of the module's own (fp16 files compute in fp32).
+    A mismatch raises torch's RuntimeError, for the caller to name in its own one-line error."""
+    own = module.state_dict()
+    module.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in tensors.items()})

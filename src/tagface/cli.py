@@ -11,28 +11,20 @@ from pathlib import Path
 from .errors import TagfaceError
 
 
-def positive(kind):
-    """argparse type: a number > 0 (also used by the translate and pipeline commands)."""
+def positive(kind, allow_zero: bool = False):
+    """argparse type: a number > 0, or >= 0 with allow_zero (also used by the translate and pipeline commands)."""
+    at_least_zero = "an integer >= 0" if kind is int else "a number >= 0"
+    wanted = at_least_zero if allow_zero else f"a positive {kind.__name__}"
+
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if value < 0 or (value == 0 and not allow_zero):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
         return value
     return parse
-
-
-def non_negative(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
 
 
 def cmd_recipes(args) -> int:
@@ -307,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     t.add_argument("--init", metavar="RUN_OR_FILE", help="start from another run's weights: a run directory, a "
                    "checkpoint or generator file, or 'default' (the shipped model; fine-tune it on your faces)")
-    t.add_argument("--d-warmup", type=non_negative, default=500, metavar="N", help="with --init from a generator file: "
+    t.add_argument("--d-warmup", type=positive(int, allow_zero=True), default=500, metavar="N", help="with --init from a generator file: "
                    "steps a new D trains alone before G moves (default 500)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
     t.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")

@@ -19,7 +19,8 @@ import torch.nn as nn
 from PIL import Image
 
 from . import __version__
-from .checkpoint import atomic_save_tensors, atomic_write, load_state, load_tensors, read_metadata, run_file
+from .checkpoint import (atomic_save_tensors, atomic_write, load_state, load_tensors, load_weights, read_metadata,
+                         run_file)
 from .config import Recipe
 from .data import to_uint8
 from .errors import TagfaceError
@@ -120,9 +121,8 @@ class FaceGenerator:
             f = json.loads(meta.get("tagface.tag_frequencies", "null"))
             freq = TagFrequencies(f["hair"], f["eyes"]) if f else TagFrequencies.uniform()
         G = build_generator(recipe.model, recipe.train.resolution)
-        state = G.state_dict()
         try:
-            G.load_state_dict({k: v.to(state[k].dtype) if k in state else v for k, v in tensors.items()})
+            load_weights(G, tensors)
         except RuntimeError as err:
             raise TagfaceError(f"{p}: weights do not fit the recipe's generator ({str(err).splitlines()[0]})") from None
         return cls(G.to(device).eval().requires_grad_(False), recipe, freq, int(meta.get("tagface.step", 0)), p)

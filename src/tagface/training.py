@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from . import __version__
 from . import distributed
-from .checkpoint import (atomic_write_text, load_resume_state, load_state, load_tensors, read_metadata, run_file,
-                         save_state)
+from .checkpoint import (atomic_write_text, load_resume_state, load_state, load_tensors, load_weights, read_metadata,
+                         run_file, save_state)
 from .config import Recipe
 from .data import FaceSet, augment, to_float
 from .diffaugment import DiffAugmented, parse_policy
@@ -390,10 +390,8 @@ class Trainer:
             if d_file.exists() and read_metadata(d_file).get("tagface.step") == str(step):
                 nets["D"] = load_tensors(d_file)
         for name, tensors in nets.items():
-            net = getattr(self, name)
-            own = net.state_dict()
             try:
-                net.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in tensors.items()})
+                load_weights(getattr(self, name), tensors)
             except RuntimeError:
                 trained_as = json.loads(meta["tagface.recipe"]).get("name", "another recipe")
                 raise TagfaceError(f"--init {p}: its {name} does not fit this recipe's networks; it was trained as "
