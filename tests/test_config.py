@@ -26,11 +26,22 @@ def test_stages_add_up_in_order():
 
 def test_stages_survive_the_run_directory_config(tmp_path):
     recipe = load_recipe("default-model")
-    assert [s.start for s in recipe.stages] == [400, 800, 1300, 10300, 12050]
+    assert [s.start for s in recipe.stages] == [400, 800, 1300, 10300, 12050, 14300, 15300, 15550]
+    assert [s.new_discriminator for s in recipe.stages][-3:] == [1000, 1000, 1000]
     assert (recipe.at_step(12049).train.rotate, recipe.at_step(12050).train.rotate) == (5.0, 0.0)
     (tmp_path / "config.yaml").write_text(recipe.to_yaml())
     assert load_recipe(tmp_path / "config.yaml") == recipe
     assert "stages" not in load_recipe("seed-acgan-dcgan").to_yaml()
+
+
+def test_a_new_discriminator_stage_round_trips_and_needs_no_set(tmp_path):
+    recipe = load_recipe("seed-acgan-dcgan")
+    recipe.stages = parse_stages([{"start": 10, "new_discriminator": 500},
+                                  {"start": 20, "set": {"train.lr_d": 1e-5}}], "test")
+    assert [(s.set, s.new_discriminator) for s in recipe.stages] == [({}, 500), ({"train.lr_d": 1e-5}, None)]
+    assert "null" not in recipe.to_yaml()  # stages without a new D say nothing about it
+    (tmp_path / "config.yaml").write_text(recipe.to_yaml())
+    assert load_recipe(tmp_path / "config.yaml") == recipe
 
 
 @pytest.mark.parametrize("stages, message", [
@@ -41,6 +52,10 @@ def test_stages_survive_the_run_directory_config(tmp_path):
     ([{"start": 5, "set": {"model.z_dim": 64}}], "model.z_dim cannot change mid-run; allowed: loss.cls_weight"),
     ([{"start": 5, "set": {"train.batch_size": 8}}], "train.batch_size cannot change mid-run"),
     ([{"start": 5, "set": {"train.lr_g": "fast"}}], r"at step 5.train.lr_g: expected float, got 'fast'"),
+    ([{"start": 5, "new_discriminator": -1}], r"\[0\].new_discriminator: expected the new D's steps alone \(0 or more\)"),
+    ([{"start": 5, "new_discriminator": "many"}], "new_discriminator: expected"),
+    ([{"start": 5, "new_discriminator": True}], "new_discriminator: expected"),
+    ([{"start": 5, "new_discriminator": 2, "new_generator": 1}], r"stages\[0\]: expected \{start"),
 ])
 def test_bad_stages_are_one_line_errors(stages, message, tmp_path):
     raw = yaml.safe_load((recipe_dir() / "seed-acgan-dcgan.yaml").read_text())

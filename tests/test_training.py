@@ -72,6 +72,39 @@ def test_a_staged_recipe_is_the_same_run_as_resuming_with_set(tmp_path):
                                                     straight.G_ema.state_dict().values()))
 
 
+def test_a_stage_with_a_new_discriminator_replaces_d_and_resumes_to_the_same_run(tmp_path):
+    """new_discriminator: at the stage's step D and its optimiser start afresh, D trains alone first (G frozen),
+    and a run resumed at that step draws the same new D as one that ran straight through."""
+    switches = ("train.sample_every=1000", "train.checkpoint_every=1000")
+    staged = tiny_recipe("seed-acgan-dcgan", *switches)
+    staged.stages = parse_stages([{"start": 2, "new_discriminator": 3}], "test")
+    straight = Trainer(staged, random_faces(), tmp_path / "a", progress=False)
+    straight.fit(2)
+    g_before = [p.detach().clone() for p in straight.G.parameters()]
+    d_before = [p.detach().clone() for p in straight.D.parameters()]
+    straight.new_discriminator(0)
+    fresh = [p.detach().clone() for p in straight.D.parameters()]
+    assert not any(torch.equal(a, b) for a, b in zip(d_before, fresh))  # every layer re-drawn
+    assert not straight.opt_d.state  # Adam's moments of the old D are gone
+    straight.new_discriminator(3)
+    assert all(torch.equal(a, b) for a, b in zip(g_before, straight.G.parameters()))  # G waits while D learns
+    assert not any(torch.equal(a, b) for a, b in zip(fresh, straight.D.parameters()))
+    straight = Trainer(staged, random_faces(), tmp_path / "b", progress=False)
+    straight.fit(4)
+    chunked = Trainer(staged, random_faces(), tmp_path / "c", progress=False)
+    chunked.fit(2)  # the checkpoint at the stage's step, saved before the new D
+    chunked = Trainer(load_recipe(tmp_path / "c" / "config.yaml"), random_faces(), tmp_path / "c", progress=False)
+    chunked.resume()
+    chunked.fit(4)
+    plain = Trainer(tiny_recipe("seed-acgan-dcgan", *switches), random_faces(), tmp_path / "d", progress=False)
+    plain.fit(4)
+    for a, b in zip(straight.state_dict()["D"].values(), chunked.state_dict()["D"].values()):
+        assert torch.equal(a, b)
+    for a, b in zip(straight.G_ema.state_dict().values(), chunked.G_ema.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not any(torch.equal(a, b) for a, b in zip(plain.D.parameters(), straight.D.parameters()))
+
+
 def test_a_stage_naming_a_missing_tagger_fails_before_training(tmp_path):
     recipe = tiny_recipe("seed-acgan-dcgan")
     recipe.stages = parse_stages([{"start": 400, "set": {"loss.frozen_classifier": str(tmp_path / "no.safetensors")}}], "t")
@@ -331,6 +364,27 @@ def test_init_from_a_run_takes_its_d_and_skips_the_warm_up(tmp_path):
     for name in ("G", "D", "G_ema"):
         for a, b in zip(getattr(source, name).state_dict().values(), getattr(child, name).state_dict().values()):
             assert torch.equal(a, b), name
+
+
+def test_init_grows_conditional_batchnorm_on_a_generator_trained_without_it(tmp_path):
+    """model.g_condition=batchnorm adds per-tag gains that start at zero: a generator trained without them
+    loads into it and draws the same faces, and training then moves the gains."""
+    switches = ("train.sample_every=1000", "train.checkpoint_every=1000")
+    source = Trainer(tiny_recipe("seed-acgan-dcgan", *switches), random_faces(), tmp_path / "a", progress=False)
+    source.fit(2)
+    grown = Trainer(tiny_recipe("seed-acgan-dcgan", *switches, "model.g_condition=batchnorm"), random_faces(),
+                    tmp_path / "b", progress=False)
+    assert "G, D and EMA weights" in grown.init_from(tmp_path / "a")
+    z, labels = torch.randn(4, source.G.z_dim), torch.eye(23)[[0, 5, 11, 3]] + torch.eye(23)[[12, 14, 20, 22]]
+    with torch.no_grad():
+        assert torch.equal(grown.G_ema(z, labels), source.G_ema(z, labels))
+    gains = [p.detach().clone() for p in grown.G.cond.parameters()]
+    assert all(not g.any() for g in gains)
+    grown.fit(4)
+    assert all(g.abs().sum() > 0 for g in grown.G.cond.parameters())
+    again = Trainer(tiny_recipe("seed-acgan-dcgan", *switches), random_faces(), tmp_path / "c", progress=False)
+    with pytest.raises(TagfaceError, match="its G does not fit"):  # the gains cannot be dropped on the way back
+        again.init_from(tmp_path / "b")
 
 
 def test_init_errors_are_one_line(tmp_path, capsys):

@@ -33,6 +33,7 @@ class ModelConfig:
     spectral_norm: bool = False       # on every D layer
     d_norm: str = "auto"              # batch | layer | none | auto (batch for DCGAN-D, none for ResNet-D or with spectral norm)
     d_condition: str = "concat"       # how a tag-reading D takes the tags: concat (Reed et al.) | projection (Miyato & Koyama)
+    g_condition: str = "input"        # how the DCGAN G takes them: input (joined to z) | batchnorm (also per-tag BatchNorm gains, BigGAN)
 
 
 @dataclass
@@ -95,9 +96,12 @@ STAGE_KEYS = {
 @dataclass
 class Stage:
     """From step `start` on, `set` ({'section.key': value}, as --set takes them) changes the recipe. Stages add
-    up: a schedule such as "a frozen tagger from step 400, mode seeking from 800" is one recipe, one command."""
+    up: a schedule such as "a frozen tagger from step 400, mode seeking from 800" is one recipe, one command.
+    `new_discriminator: N` also replaces D at that step with a fresh one that trains alone for N steps first
+    (a long-trained D stops punishing what G does; a new one sees it again: docs/ablations.md)."""
     start: int
     set: dict[str, Any]
+    new_discriminator: int | None = None
 
 
 @dataclass
@@ -111,7 +115,9 @@ class Recipe:
     stages: list[Stage] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["stages"] = [{k: v for k, v in stage.items() if v is not None} for stage in d["stages"]]
+        return d
 
     def to_yaml(self) -> str:
         d = self.to_dict()
@@ -145,22 +151,27 @@ class Recipe:
 
 
 def parse_stages(items: Any, where: str) -> list[Stage]:
-    form = "a list of {start: STEP, set: {SECTION.KEY: VALUE}}"
+    form = "{start: STEP, set: {SECTION.KEY: VALUE}, new_discriminator: WARMUP_STEPS}"
     if not isinstance(items, list):
-        raise TagfaceError(f"{where}: expected {form}")
+        raise TagfaceError(f"{where}: expected a list of {form}")
     stages, last = [], 0
     for i, item in enumerate(items):
-        if not isinstance(item, dict) or set(item) != {"start", "set"} or not isinstance(item["set"], dict):
-            raise TagfaceError(f"{where}[{i}]: expected {{start: STEP, set: {{SECTION.KEY: VALUE}}}}, got {item!r}")
+        if (not isinstance(item, dict) or "start" not in item or not set(item) - {"start"}
+                or not set(item) <= {"start", "set", "new_discriminator"} or not isinstance(item.get("set", {}), dict)):
+            raise TagfaceError(f"{where}[{i}]: expected {form} (set or new_discriminator or both), got {item!r}")
         start = item["start"]
         if isinstance(start, bool) or not isinstance(start, int) or start <= last:
             raise TagfaceError(f"{where}[{i}].start: expected a step after {last} (stages in order), got {start!r}")
-        for key in item["set"]:
+        for key in item.get("set", {}):
             section, _, leaf = str(key).partition(".")
             if leaf not in STAGE_KEYS.get(section, ()):
                 allowed = ", ".join(f"{s}.{k}" for s, keys in STAGE_KEYS.items() for k in keys)
                 raise TagfaceError(f"{where}[{i}].set: {key} cannot change mid-run; allowed: {allowed}")
-        stages.append(Stage(start, dict(item["set"])))
+        warmup = item.get("new_discriminator")
+        if warmup is not None and (isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0):
+            raise TagfaceError(f"{where}[{i}].new_discriminator: expected the new D's steps alone (0 or more), "
+                               f"got {warmup!r}")
+        stages.append(Stage(start, dict(item.get("set", {})), warmup))
         last = start
     return stages
 

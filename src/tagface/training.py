@@ -261,8 +261,11 @@ class Trainer:
         return torch.randn(b, self.recipe.model.z_dim, generator=self.rng).to(self.device)
 
     def train_step(self) -> dict[str, float]:
-        if any(stage.start == self.step for stage in self.config.stages):
-            self._enter_stage()
+        for stage in self.config.stages:
+            if stage.start == self.step:
+                self._enter_stage()
+                if stage.new_discriminator is not None:
+                    self.new_discriminator(stage.new_discriminator)
         t, mode_seeking = self.recipe.train, self.recipe.loss.mode_seeking
         # the last D step's fakes, kept with their graph for G's first step (not with replay or paired halves)
         logs, kept = self._train_d(keep_fakes=t.reuse_fakes and self.replay is None and not mode_seeking)
@@ -323,6 +326,23 @@ class Trainer:
                 # ramp the decay up so early, fast-changing weights are not averaged over too long a past
                 update_ema(self.G_ema, self.G, min(t.ema, (1 + self.step) / (10 + self.step)))
         return logs
+
+    def new_discriminator(self, warmup: int) -> None:
+        """A fresh D and D optimiser (a stage's new_discriminator), trained alone for `warmup` steps against the
+        frozen G. Its weights come from the seed and the step, so a resumed run draws the same D."""
+        cond = self.objective.conditioning
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.recipe.train.seed + self.step)
+            fresh = build_discriminator(self.recipe.model, self.recipe.train.resolution, cond.reads_labels, cond.heads)
+        self.D.load_state_dict(fresh.state_dict())
+        t = self.recipe.train
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=t.betas)
+        self._train_d_alone(warmup)
+
+    def _train_d_alone(self, steps: int) -> None:
+        """D steps with G frozen: a new D learns what G's faces look like before G answers to it."""
+        for _ in tqdm(range(steps), desc="D warm-up", unit="step", disable=not (self.progress and self.dist.main)):
+            self._train_d()
 
     def _autocast(self):
         dtype = PRECISIONS[self.recipe.train.precision]
@@ -399,8 +419,7 @@ class Trainer:
         self.step = step
         self._enter_stage()
         warmed = 0 if "D" in nets else d_warmup
-        for _ in tqdm(range(warmed), desc="D warm-up", unit="step", disable=not (self.progress and self.dist.main)):
-            self._train_d()
+        self._train_d_alone(warmed)
         if full:
             return f"started from {p} at step {step}: G, D and EMA weights"
         if "D" in nets:
