@@ -320,3 +320,28 @@ def test_feature_matching_needs_a_frozen_tagger_and_logs_both_terms(tmp_path):
     trainer = Trainer(recipe, random_faces(), tmp_path / "run", progress=False)
     logs = trainer.train_step()
     assert logs["g_frozen_cls"] > 0 and logs["g_feature_matching"] > 0
+
+
+def test_conditional_batchnorm_lets_the_tags_set_every_layer():
+    cfg = ModelConfig(g_channels=8, g_condition="batchnorm", embed_dim=0)
+    G = build_generator(cfg, 32).eval()
+    z, labels = torch.randn(2, cfg.z_dim), torch.zeros(2, N_TAGS)
+    labels[:, 0] = labels[:, 12] = 1
+    plain = build_generator(ModelConfig(g_channels=8, embed_dim=0), 32).eval()
+    plain.load_state_dict({k: v for k, v in G.state_dict().items() if not k.startswith("cond.")})
+    with torch.no_grad():
+        assert torch.equal(G(z, labels), plain(z, labels))  # zero gains: the same generator
+        for layer in G.cond:
+            layer.bias.normal_()
+        assert not torch.allclose(G(z, labels), plain(z, labels))
+    assert len(G.cond) == 4 and [m.out_features for m in G.cond] == [2 * 64, 2 * 32, 2 * 16, 2 * 8]
+
+
+@pytest.mark.parametrize("cfg, message", [
+    (ModelConfig(g_condition="film"), "unknown model.g_condition 'film'; allowed: input batchnorm"),
+    (ModelConfig(generator="srresnet", g_condition="batchnorm"), "srresnet generator takes the tags at its input only"),
+])
+def test_bad_g_condition_is_a_one_line_error(cfg, message):
+    from tagface.errors import TagfaceError
+    with pytest.raises(TagfaceError, match=message):
+        build_generator(cfg, 32)

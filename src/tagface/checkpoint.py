@@ -148,6 +148,12 @@ def load_resume_state(path: Path, kind: str | None = None, what: str = "training
 
 def load_weights(module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     """Load stored weights into module, each cast to the dtype of the module's own (fp16 files compute in fp32).
-    A mismatch raises torch's RuntimeError, for the caller to name in its own one-line error."""
+    Parameters under the module's `grown` prefixes may be absent (they start neutral: a model widened after the
+    weights were saved). A mismatch raises torch's RuntimeError, for the caller to name in its own one-line error."""
     own = module.state_dict()
-    module.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in tensors.items()})
+    grown = tuple(getattr(module, "grown", ()))
+    missing = [k for k in own if k not in tensors and not (grown and k.startswith(grown))]
+    unexpected = [k for k in tensors if k not in own]
+    if missing or unexpected:
+        raise RuntimeError(f"weights do not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=False)

@@ -46,15 +46,27 @@ def _norm(kind: str, channels: int) -> nn.Module:
 
 
 # --------------------------------------------------------------------------- generators
+G_CONDITIONS = ("input", "batchnorm")
+
+
 @register(GENERATORS, "dcgan")
 class DCGANGenerator(nn.Module):
-    """Radford et al.'s DCGAN generator with the tag embedding concatenated to z (Reed et al.)."""
+    """Radford et al.'s DCGAN generator with the tag embedding concatenated to z (Reed et al.).
+
+    With `model.g_condition: batchnorm` the tags also set a gain and a bias after every BatchNorm (conditional
+    BatchNorm, as in BigGAN): at the input alone a tag is 23 of 123 numbers, and z can outvote it (white, gray
+    and black hair were drawn from one another's z). The gains start at zero, so a generator trained without
+    them loads unchanged (`grown`) and learns to use them from there."""
+
+    grown = ("cond.",)  # parameters that start neutral: weights saved without them still load
 
     def __init__(self, cfg: ModelConfig, resolution: int, *, out_channels: int = 3, embed: nn.Module | None = None):
         """out_channels and embed (any module with a `.dim`, e.g. colorize's darkness embedding) let other
         conditions and channel counts reuse this body; the defaults are the tag-conditioned RGB generator."""
         super().__init__()
         _check_resolution(resolution, 16)
+        if cfg.g_condition not in G_CONDITIONS:
+            raise TagfaceError(f"unknown model.g_condition '{cfg.g_condition}'; allowed: {' '.join(G_CONDITIONS)}")
         self.z_dim, self.base, c = cfg.z_dim, resolution // 16, cfg.g_channels
         self.embed = embed if embed is not None else build_text_encoder(cfg)
         self.fc = nn.Sequential(nn.Linear(cfg.z_dim + self.embed.dim, 8 * c * self.base ** 2, bias=False))
@@ -64,10 +76,26 @@ class DCGANGenerator(nn.Module):
             layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
         layers += [nn.ConvTranspose2d(c, out_channels, 4, 2, 1), nn.Tanh()]
         self.body = nn.Sequential(*layers)
+        self.cond = None
+        if cfg.g_condition == "batchnorm":
+            norms = [m for m in (*self.fc_norm, *self.body) if isinstance(m, nn.BatchNorm2d)]
+            self.cond = nn.ModuleList(nn.Linear(self.embed.dim, 2 * m.num_features) for m in norms)
+            for layer in self.cond:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        h = self.fc(torch.cat([z, self.embed(labels)], 1)).view(z.shape[0], -1, self.base, self.base)
-        return self.body(self.fc_norm(h))
+        e = self.embed(labels)
+        h = self.fc(torch.cat([z, e], 1)).view(z.shape[0], -1, self.base, self.base)
+        if self.cond is None:
+            return self.body(self.fc_norm(h))
+        cond = iter(self.cond)
+        for layer in (*self.fc_norm, *self.body):
+            h = layer(h)
+            if isinstance(layer, nn.BatchNorm2d):
+                gain, bias = next(cond)(e)[:, :, None, None].chunk(2, 1)
+                h = h * (1 + gain) + bias
+        return h
 
 
 class ResidualBlock(nn.Module):
@@ -88,6 +116,9 @@ class SRResNetGenerator(nn.Module):
     def __init__(self, cfg: ModelConfig, resolution: int):
         super().__init__()
         _check_resolution(resolution, 8)
+        if cfg.g_condition != "input":
+            raise TagfaceError(f"model.g_condition {cfg.g_condition}: the srresnet generator takes the tags at its "
+                               f"input only; use g_condition=input or generator=dcgan")
         self.z_dim, self.base, c = cfg.z_dim, resolution // 8, cfg.g_channels
         self.embed = build_text_encoder(cfg)
         self.fc = nn.Linear(cfg.z_dim + self.embed.dim, c * self.base ** 2, bias=False)
@@ -208,8 +239,12 @@ def build_discriminator(cfg: ModelConfig, resolution: int, condition: bool, head
 
 
 def init_weights(model: nn.Module) -> nn.Module:
-    """DCGAN's N(0, 0.02) initialisation for convolutions; BatchNorm scales around 1."""
-    for m in model.modules():
+    """DCGAN's N(0, 0.02) initialisation for convolutions; BatchNorm scales around 1. Layers under the model's
+    `grown` prefixes keep the neutral start their module gave them."""
+    grown = tuple(getattr(model, "grown", ()))
+    for name, m in model.named_modules():
+        if grown and name.startswith(grown):
+            continue
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             weight = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
             nn.init.normal_(weight, 0.0, 0.02)
