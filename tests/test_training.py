@@ -382,6 +382,10 @@ def test_init_grows_conditional_batchnorm_on_a_generator_trained_without_it(tmp_
     assert all(not g.any() for g in gains)
     grown.fit(4)
     assert all(g.abs().sum() > 0 for g in grown.G.cond.parameters())
+    faster = Trainer(tiny_recipe("seed-acgan-dcgan", *switches, "model.g_condition=batchnorm", "train.lr_grown=10"),
+                     random_faces(), tmp_path / "d", progress=False)
+    assert [g["lr"] for g in faster.opt_g.param_groups] == [2e-4, 2e-3]  # the gains learn at lr_g x lr_grown
+    assert [len(g["params"]) for g in faster.opt_g.param_groups][1] == len(list(faster.G.cond.parameters()))
     again = Trainer(tiny_recipe("seed-acgan-dcgan", *switches), random_faces(), tmp_path / "c", progress=False)
     with pytest.raises(TagfaceError, match="its G does not fit"):  # the gains cannot be dropped on the way back
         again.init_from(tmp_path / "b")

@@ -60,6 +60,7 @@ class TrainConfig:
     steps: int = 10000
     lr_g: float = 2e-4
     lr_d: float = 2e-4
+    lr_grown: float = 1.0             # lr_g multiplier for G's grown layers (g_condition=batchnorm's gains, zero in an --init G)
     betas: tuple[float, float] = (0.5, 0.999)
     g_steps: int = 1                  # G updates per iteration (2G1D: g_steps=2, d_steps=1)
     d_steps: int = 1
@@ -89,7 +90,7 @@ class SampleConfig:
 STAGE_KEYS = {
     "loss": ("cls_weight", "fake_cls", "penalty_weight", "penalty_on_labels", "drift", "frozen_classifier",
              "frozen_classifier_weight", "feature_matching", "mode_seeking"),
-    "train": ("lr_g", "lr_d", "betas", "ema", "replay_prob", "flip", "rotate", "diffaugment", "reuse_fakes"),
+    "train": ("lr_g", "lr_d", "lr_grown", "betas", "ema", "replay_prob", "flip", "rotate", "diffaugment", "reuse_fakes"),
 }
 
 

@@ -211,7 +211,12 @@ class Trainer:
         if t.compile:
             self.G_train, self.D_train = torch.compile(self.G_train), torch.compile(self.D_train)
         self.D_loss = self._d_loss(recipe)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=t.betas)
+        grown = tuple(getattr(self.G, "grown", ()))
+        is_grown = {n: bool(grown) and n.startswith(grown) for n, _ in self.G.named_parameters()}
+        groups = [[p for n, p in self.G.named_parameters() if is_grown[n] == g] for g in (False, True)]
+        # grown layers (if any) get their own group, so train.lr_grown can speed them up
+        self.opt_g = torch.optim.Adam([{"params": ps, "lr": lr} for ps, lr in zip(groups, (t.lr_g, t.lr_g * t.lr_grown))
+                                       if ps], betas=t.betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=t.betas)
         self.sampler = BatchSampler(len(data), t.batch_size, self.data_rng, self.dist.rank, self.dist.world)
         self.local_batch = self.sampler.local
@@ -243,9 +248,10 @@ class Trainer:
         recipe = self.config.at_step(self.step)
         if recipe != self.recipe:  # a resume within the same stage keeps the losses (and the tagger) it built
             self.recipe, self.objective, self.D_loss = recipe, self._objective(recipe), self._d_loss(recipe)
-        for opt, lr in ((self.opt_g, recipe.train.lr_g), (self.opt_d, recipe.train.lr_d)):
-            for group in opt.param_groups:
-                group["lr"], group["betas"] = lr, tuple(recipe.train.betas)
+        t = recipe.train
+        for opt, lrs in ((self.opt_g, (t.lr_g, t.lr_g * t.lr_grown)), (self.opt_d, (t.lr_d,))):
+            for group, lr in zip(opt.param_groups, lrs):
+                group["lr"], group["betas"] = lr, tuple(t.betas)
 
     # ------------------------------------------------------------------ one iteration
     def _real_batch(self) -> tuple[torch.Tensor, Labels]:
