@@ -211,12 +211,12 @@ class Trainer:
         if t.compile:
             self.G_train, self.D_train = torch.compile(self.G_train), torch.compile(self.D_train)
         self.D_loss = self._d_loss(recipe)
-        grown = tuple(getattr(self.G, "grown", ()))
-        is_grown = {n: bool(grown) and n.startswith(grown) for n, _ in self.G.named_parameters()}
-        groups = [[p for n, p in self.G.named_parameters() if is_grown[n] == g] for g in (False, True)]
-        # grown layers (if any) get their own group, so train.lr_grown can speed them up
-        self.opt_g = torch.optim.Adam([{"params": ps, "lr": lr} for ps, lr in zip(groups, (t.lr_g, t.lr_g * t.lr_grown))
-                                       if ps], betas=t.betas)
+        # grown layers (if any) are a second group, so that train.lr_grown can speed them up
+        prefixes = tuple(getattr(self.G, "grown", ())) or ("\0",)
+        named = list(self.G.named_parameters())
+        base, grown = [p for n, p in named if not n.startswith(prefixes)], [p for n, p in named if n.startswith(prefixes)]
+        self.opt_g = torch.optim.Adam([{"params": base, "lr": t.lr_g}] +
+                                      ([{"params": grown, "lr": t.lr_g * t.lr_grown}] if grown else []), betas=t.betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=t.betas)
         self.sampler = BatchSampler(len(data), t.batch_size, self.data_rng, self.dist.rank, self.dist.world)
         self.local_batch = self.sampler.local
