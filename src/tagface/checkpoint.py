@@ -146,13 +146,19 @@ def load_resume_state(path: Path, kind: str | None = None, what: str = "training
     return state
 
 
+def is_grown(module: torch.nn.Module, name: str) -> bool:
+    """Whether `name` (a parameter or submodule of module) is under one of the module's `grown` prefixes: layers
+    that start neutral, so weights saved before they existed still load (models.DCGANGenerator's gains)."""
+    prefixes = tuple(getattr(module, "grown", ()))
+    return bool(prefixes) and name.startswith(prefixes)
+
+
 def load_weights(module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     """Load stored weights into module, each cast to the dtype of the module's own (fp16 files compute in fp32).
-    Parameters under the module's `grown` prefixes may be absent (they start neutral: a model widened after the
-    weights were saved). A mismatch raises torch's RuntimeError, for the caller to name in its own one-line error."""
+    Grown parameters (is_grown) may be absent. A mismatch raises torch's RuntimeError, for the caller to name in
+    its own one-line error."""
     own = module.state_dict()
-    grown = tuple(getattr(module, "grown", ()))
-    missing = [k for k in own if k not in tensors and not (grown and k.startswith(grown))]
+    missing = [k for k in own if k not in tensors and not is_grown(module, k)]
     unexpected = [k for k in tensors if k not in own]
     if missing or unexpected:
         raise RuntimeError(f"weights do not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")

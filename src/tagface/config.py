@@ -33,7 +33,7 @@ class ModelConfig:
     spectral_norm: bool = False       # on every D layer
     d_norm: str = "auto"              # batch | layer | none | auto (batch for DCGAN-D, none for ResNet-D or with spectral norm)
     d_condition: str = "concat"       # how a tag-reading D takes the tags: concat (Reed et al.) | projection (Miyato & Koyama)
-    g_condition: str = "input"        # how the DCGAN G takes them: input (joined to z) | batchnorm (also per-tag BatchNorm gains, BigGAN)
+    g_condition: str = "input"        # how the DCGAN G takes the tags: input (joined to z) | batchnorm (BigGAN)
 
 
 @dataclass
@@ -60,7 +60,7 @@ class TrainConfig:
     steps: int = 10000
     lr_g: float = 2e-4
     lr_d: float = 2e-4
-    lr_grown: float = 1.0             # lr_g multiplier for G's grown layers (g_condition=batchnorm's gains, zero in an --init G)
+    lr_grown: float = 1.0             # lr_g multiplier for G's grown layers (g_condition=batchnorm's gains)
     betas: tuple[float, float] = (0.5, 0.999)
     g_steps: int = 1                  # G updates per iteration (2G1D: g_steps=2, d_steps=1)
     d_steps: int = 1

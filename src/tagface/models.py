@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from .checkpoint import is_grown
 from .config import ModelConfig
 from .errors import TagfaceError
 from .tags import N_TAGS
@@ -241,9 +242,8 @@ def build_discriminator(cfg: ModelConfig, resolution: int, condition: bool, head
 def init_weights(model: nn.Module) -> nn.Module:
     """DCGAN's N(0, 0.02) initialisation for convolutions; BatchNorm scales around 1. Layers under the model's
     `grown` prefixes keep the neutral start their module gave them."""
-    grown = tuple(getattr(model, "grown", ()))
     for name, m in model.named_modules():
-        if grown and name.startswith(grown):
+        if is_grown(model, name):
             continue
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             weight = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight

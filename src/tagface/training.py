@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from . import __version__
 from . import distributed
-from .checkpoint import (atomic_write_text, load_resume_state, load_state, load_tensors, load_weights, read_metadata,
-                         run_file, save_state)
+from .checkpoint import (atomic_write_text, is_grown, load_resume_state, load_state, load_tensors, load_weights,
+                         read_metadata, run_file, save_state)
 from .config import Recipe
 from .data import FaceSet, augment, to_float
 from .diffaugment import DiffAugmented, parse_policy
@@ -212,9 +212,8 @@ class Trainer:
             self.G_train, self.D_train = torch.compile(self.G_train), torch.compile(self.D_train)
         self.D_loss = self._d_loss(recipe)
         # grown layers (if any) are a second group, so that train.lr_grown can speed them up
-        prefixes = tuple(getattr(self.G, "grown", ())) or ("\0",)
-        named = list(self.G.named_parameters())
-        base, grown = [p for n, p in named if not n.startswith(prefixes)], [p for n, p in named if n.startswith(prefixes)]
+        base = [p for n, p in self.G.named_parameters() if not is_grown(self.G, n)]
+        grown = [p for n, p in self.G.named_parameters() if is_grown(self.G, n)]
         self.opt_g = torch.optim.Adam([{"params": base, "lr": t.lr_g}] +
                                       ([{"params": grown, "lr": t.lr_g * t.lr_grown}] if grown else []), betas=t.betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=t.betas)
