@@ -10,7 +10,15 @@ SEEDS = ["seed-acgan-dcgan", "seed-dcgan-cls", "seed-srresnet-dragan", "seed-wga
 
 
 def test_list_recipes_has_the_four_seeds_and_the_default_model():
-    assert list_recipes() == ["default-model"] + SEEDS
+    assert list_recipes() == ["default-model", "default-model-gpu"] + SEEDS
+
+
+def test_the_gpu_recipe_is_the_default_models_last_stage_at_batch_256():
+    """default-model-gpu continues default-model's weights: the same networks and losses as its last stage."""
+    last, gpu = load_recipe("default-model").at_step(10 ** 9), load_recipe("default-model-gpu")
+    assert gpu.model == last.model and gpu.loss == last.loss and not gpu.stages
+    assert (gpu.train.batch_size, gpu.train.lr_g, gpu.train.lr_d) == (256, 1e-4, 1e-4)
+    assert (gpu.train.rotate, gpu.train.ema, gpu.train.betas) == (last.train.rotate, last.train.ema, last.train.betas)
 
 
 def test_stages_add_up_in_order():

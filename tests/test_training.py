@@ -422,6 +422,29 @@ def test_cli_fine_tunes_a_run_on_other_faces(tmp_path, capsys, monkeypatch):
     assert FaceGenerator.load(tmp_path / "b").step == 4
 
 
+def test_init_to_its_own_step_warms_a_discriminator_for_a_generator_file(tmp_path, capsys, monkeypatch):
+    """--steps equal to the generator's step trains no G step but still writes the run: G as given, a D warmed
+    against it, at that step (how a generator without its D gets one to ship beside it)."""
+    monkeypatch.setenv("TAGFACE_CACHE", str(tmp_path / "cache"))
+    data = _write_tiny_folder(tmp_path / "data")
+    overrides = [a for item in TINY for a in ("--set", item)]
+    assert main(["train", "--config", "seed-acgan-dcgan", "--data", str(data), "--out", str(tmp_path / "a"),
+                 "--steps", "2", "--no-progress", *overrides]) == 0
+    gen = tmp_path / "g.safetensors"
+    assert main(["export", "--checkpoint", str(tmp_path / "a"), "--format", "safetensors", "--out", str(gen)]) == 0
+    assert main(["train", "--config", "seed-acgan-dcgan", "--data", str(data), "--out", str(tmp_path / "b"),
+                 "--init", str(gen), "--d-warmup", "3", "--steps", "2", "--no-progress", *overrides]) == 0
+    source, warmed = FaceGenerator.load(gen), FaceGenerator.load(tmp_path / "b")
+    assert warmed.step == 2
+    for a, b in zip(source.G.state_dict().values(), warmed.G.state_dict().values()):
+        assert torch.equal(a, b)
+    disc = tmp_path / "g-discriminator.safetensors"
+    assert main(["export", "--checkpoint", str(tmp_path / "b"), "--discriminator", "--out", str(disc)]) == 0
+    assert "D at step 2" in capsys.readouterr().err
+    child = Trainer(tiny_recipe("seed-acgan-dcgan"), random_faces(), tmp_path / "c", progress=False)
+    assert "D from g-discriminator.safetensors" in child.init_from(gen)
+
+
 def test_the_shipped_model_fine_tunes_from_its_own_step(tmp_path, capsys, monkeypatch):
     from tagface.sampling import default_model_path
     if not default_model_path().exists():

@@ -94,6 +94,8 @@ def cmd_train(args) -> int:
         say(f"tagface: training {recipe.name} on {len(data)} faces at {recipe.train.resolution}px, step {trainer.step} "
             f"-> {steps}, device {device}" + (f" x {dist.world} processes" if dist.active else "") + f", out {out}")
         logs = trainer.fit(steps)
+        if args.init and trainer.step >= steps:  # nothing to train: keep the start, e.g. a D warmed for a generator
+            trainer.save()
         say(f"tagface: done at step {trainer.step}: {logs.get('img_per_s', 0):.1f} img/s; "
             f"generator at {out / 'generator.safetensors'}")
     finally:
