@@ -137,3 +137,11 @@ def test_train_with_a_stage_naming_a_missing_tagger_fails_before_reading_data(ca
                              "--out", tmp_path / "run"])
     assert "stage from step 400: loss.frozen_classifier runs/tagger-indep.safetensors does not exist" in line
     assert not (tmp_path / "run").exists()
+
+
+def test_train_with_a_recipe_naming_a_missing_tagger_fails_before_reading_data(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # default-model-gpu names runs/tagger-indep.safetensors from step one
+    line = run_error(capsys, ["train", "--config", "default-model-gpu", "--init", "default",
+                              "--data", tmp_path / "no-such-data", "--out", tmp_path / "run"])
+    assert "recipe: loss.frozen_classifier runs/tagger-indep.safetensors does not exist" in line
+    assert not (tmp_path / "run").exists()

@@ -145,11 +145,13 @@ def real_feature_stats(tagger, data: FaceSet, device, batch_size: int = 512) -> 
 
 
 def check_stage_files(recipe: Recipe) -> None:
-    """A tagger file that a later stage names must exist now, not fail hours into the run at the stage's step."""
-    for stage in recipe.stages:
-        path = recipe.at_step(stage.start).loss.frozen_classifier
+    """A tagger file that the recipe or a later stage names must exist now, before the data is decoded (minutes
+    the first time), not fail hours into the run at the stage's step."""
+    for start, loss in [(None, recipe.loss)] + [(st.start, recipe.at_step(st.start).loss) for st in recipe.stages]:
+        path = loss.frozen_classifier
         if path not in ("", "default") and not Path(path).exists():
-            raise TagfaceError(f"stage from step {stage.start}: loss.frozen_classifier {path} does not exist "
+            where = "recipe" if start is None else f"stage from step {start}"
+            raise TagfaceError(f"{where}: loss.frozen_classifier {path} does not exist "
                                f"(train it with `tagface tagger train`)")
 
 
