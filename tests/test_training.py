@@ -408,7 +408,8 @@ def test_init_errors_are_one_line(tmp_path, capsys):
     assert "give one of them" in err and "expected an integer >= 0" in err
 
 
-def test_cli_fine_tunes_a_run_on_other_faces(tmp_path, capsys, monkeypatch):
+def _tiny_generator_file(tmp_path, monkeypatch) -> tuple[Path, Path, list[str]]:
+    """A 2-step seed-acgan-dcgan run on tiny data, exported as a generator file: (data, file, overrides)."""
     monkeypatch.setenv("TAGFACE_CACHE", str(tmp_path / "cache"))
     data = _write_tiny_folder(tmp_path / "data")
     overrides = [a for item in TINY for a in ("--set", item)]
@@ -416,6 +417,11 @@ def test_cli_fine_tunes_a_run_on_other_faces(tmp_path, capsys, monkeypatch):
                  "--steps", "2", "--no-progress", *overrides]) == 0
     export = tmp_path / "g.safetensors"
     assert main(["export", "--checkpoint", str(tmp_path / "a"), "--format", "safetensors", "--out", str(export)]) == 0
+    return data, export, overrides
+
+
+def test_cli_fine_tunes_a_run_on_other_faces(tmp_path, capsys, monkeypatch):
+    data, export, overrides = _tiny_generator_file(tmp_path, monkeypatch)
     assert main(["train", "--config", "seed-acgan-dcgan", "--data", str(data), "--out", str(tmp_path / "b"),
                  "--init", str(export), "--d-warmup", "1", "--steps", "4", "--no-progress", *overrides]) == 0
     assert "a new D trained alone for 1 steps" in capsys.readouterr().err
@@ -425,13 +431,7 @@ def test_cli_fine_tunes_a_run_on_other_faces(tmp_path, capsys, monkeypatch):
 def test_init_to_its_own_step_warms_a_discriminator_for_a_generator_file(tmp_path, capsys, monkeypatch):
     """--steps equal to the generator's step trains no G step but still writes the run: G as given, a D warmed
     against it, at that step (how a generator without its D gets one to ship beside it)."""
-    monkeypatch.setenv("TAGFACE_CACHE", str(tmp_path / "cache"))
-    data = _write_tiny_folder(tmp_path / "data")
-    overrides = [a for item in TINY for a in ("--set", item)]
-    assert main(["train", "--config", "seed-acgan-dcgan", "--data", str(data), "--out", str(tmp_path / "a"),
-                 "--steps", "2", "--no-progress", *overrides]) == 0
-    gen = tmp_path / "g.safetensors"
-    assert main(["export", "--checkpoint", str(tmp_path / "a"), "--format", "safetensors", "--out", str(gen)]) == 0
+    data, gen, overrides = _tiny_generator_file(tmp_path, monkeypatch)
     assert main(["train", "--config", "seed-acgan-dcgan", "--data", str(data), "--out", str(tmp_path / "b"),
                  "--init", str(gen), "--d-warmup", "3", "--steps", "2", "--no-progress", *overrides]) == 0
     source, warmed = FaceGenerator.load(gen), FaceGenerator.load(tmp_path / "b")
