@@ -10,11 +10,11 @@ Nearest by pixels (64 px, L2) and by the judge's features (the shipped tagger, a
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 
 import torch
 
+from pack_faces import subset  # the same draw as the packed data (benchmarks/ is on the path when run)
 from tagface.data import clean, load_folder, read_records
 from tagface.errors import TagfaceError
 from tagface.losses import Labels
@@ -37,8 +37,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="the subset's seed (pack_faces.py --seed)")
     ap.add_argument("--queries", type=int, default=2000)
     args = ap.parse_args()
-    on_disk = [r for r in read_records(args.data) if r.path.exists()]  # as pack_faces.py draws the subset
-    trained = {r.id for r in random.Random(args.seed).sample(on_disk, min(args.limit, len(on_disk)))}
+    trained = {r.id for r in subset(args.data, args.limit, args.seed)}
     ids = [r.id for r in clean(read_records(args.data))[0]]  # load_folder's order
     real = load_folder(args.data, 64, verbose=False)
     inside = torch.tensor([i in trained for i in ids])

@@ -36,6 +36,15 @@ def encode(args) -> tuple[str, str, bytes]:
     return Path(path).stem, ".webp", buf.getvalue()
 
 
+def subset(folder: str | Path, limit: int, seed: int = 0) -> list:
+    """The records packed: every one whose image exists, or a random `limit` of them (also what
+    benchmarks/memorisation.py takes as a run's training faces)."""
+    records = [r for r in read_records(folder) if r.path.exists()]
+    if limit:
+        records = sorted(random.Random(seed).sample(records, min(limit, len(records))), key=lambda r: r.id)
+    return records
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", help="data folder with tags.csv")
@@ -48,9 +57,7 @@ def main() -> None:
     if args.limit < 0:
         raise TagfaceError(f"--limit {args.limit}: must be 0 (all images) or a positive count")
     folder = Path(args.folder)
-    records = [r for r in read_records(folder) if r.path.exists()]
-    if args.limit:
-        records = sorted(random.Random(args.seed).sample(records, min(args.limit, len(records))), key=lambda r: r.id)
+    records = subset(folder, args.limit, args.seed)
     quality = None if args.original else args.quality
     with Pool(os.cpu_count()) as pool:
         encoded = pool.map(encode, [(r.path, quality) for r in records], chunksize=256)
