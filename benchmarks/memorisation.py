@@ -5,7 +5,8 @@ that memorised finds it in the training subset more often. Real faces outside bo
 
     python benchmarks/memorisation.py --limit 15000 [--seed 0] [--queries 2000] GENERATOR ...
 
-Nearest by pixels (64 px, L2) and by the judge's features (the shipped tagger, as `tagface evaluate`).
+Nearest by pixels (64 px, L2) and by the judge's features (the shipped tagger, as `tagface evaluate`). The same
+question for the whole distribution: the judge's Frechet distance from the queries to either set.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch
 from pack_faces import subset  # the same draw as the packed data (benchmarks/ is on the path when run)
 from tagface.data import clean, load_folder, read_records
 from tagface.errors import TagfaceError
+from tagface.evaluation import feature_stats, frechet_distance
 from tagface.losses import Labels
 from tagface.sampling import FaceGenerator
 from tagface.tagger import extract_features, load_tagger
@@ -55,9 +57,11 @@ def main() -> None:
         return {"pixels": images.float().flatten(1), "judge features": extract_features(judge, images).float()}
 
     refs_train, refs_unseen = spaces(real.images[train_idx]), spaces(real.images[unseen])
+    stats_train, stats_unseen = (feature_stats(r["judge features"]) for r in (refs_train, refs_unseen))
     print(f"{n} training faces against {n} unseen; share of queries whose nearest face is a training face "
-          "(0.5: no memorisation)")
-    print("| queries | n | pixels | judge features |\n| --- | ---: | ---: | ---: |")
+          "(0.5: no memorisation); the judge's Frechet distance from the queries to either set")
+    print("| queries | n | pixels | judge features | Frechet to training | Frechet to unseen |\n"
+          "| --- | ---: | ---: | ---: | ---: | ---: |")
     rows = [("real faces outside both sets", real.images[control])]
     for path in args.generators:
         gen = FaceGenerator.load(path)
@@ -66,8 +70,10 @@ def main() -> None:
         rows.append((f"{path} (step {gen.step})", faces))
     for name, images in rows:
         q = spaces(images)  # uint8, as the data and FaceGenerator.draw give them
-        print(f"| {name} | {len(images)} | " + " | ".join(
-            f"{share_nearest_in_first(q[s], refs_train[s], refs_unseen[s]):.3f}" for s in q) + " |")
+        shares = [share_nearest_in_first(q[s], refs_train[s], refs_unseen[s]) for s in q]
+        stats = feature_stats(q["judge features"])
+        distances = [frechet_distance(*stats, *ref) for ref in (stats_train, stats_unseen)]
+        print(f"| {name} | {len(images)} | " + " | ".join(f"{v:.3f}" for v in shares + distances) + " |")
 
 
 if __name__ == "__main__":
