@@ -83,6 +83,9 @@ def test_cross_rank_batchnorm_matches_one_big_batch(tmp_path):
     assert torch.allclose(parts[1]["var"], bn.running_var, atol=1e-5)
 
 
+TORCHRUN_TIMEOUT_S = 240
+
+
 @pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
                     reason="torchrun not installed")
 def test_torchrun_cli_trains_and_resumes(tmp_path):
@@ -95,11 +98,16 @@ def test_torchrun_cli_trains_and_resumes(tmp_path):
     def torchrun_train(*args):
         cmd = [torchrun, "--nproc_per_node=2", "--master_port", str(free_port()), "-m", "tagface", "train", *args]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)  # its own process group, so a timeout ends the ranks too
+                                start_new_session=True)
         try:
-            out, err = proc.communicate(timeout=240)
+            out, err = proc.communicate(timeout=TORCHRUN_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            # the ranks run in sessions of their own, out of reach of killpg: torchrun stops them on SIGTERM
+            proc.terminate()
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
             raise
         return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
