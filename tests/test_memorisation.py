@@ -6,14 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import tagface
-from tagface.sampling import FaceGenerator
+from tagface.sampling import FaceGenerator, default_model_path
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 from memorisation import share_nearest_in_first  # noqa: E402
 
-SHIPPED = str(Path(tagface.__file__).parent / "weights" / "default.safetensors")
+SHIPPED = str(default_model_path())
 HAIR, EYES = ["blue", "pink", "black", "white"], ["red", "green", "aqua"]
 
 
@@ -36,7 +35,8 @@ def test_report_has_a_row_per_set_with_shares_and_distances(make_dataset, tmp_pa
     assert result.returncode == 0, result.stderr
     table = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| ")]
     rows = table[2:]  # below the header and its rule
-    assert [r[0].strip() for r in rows] == ["real faces outside both sets", f"{SHIPPED} (step {FaceGenerator.load(SHIPPED).step})"]
+    step = FaceGenerator.load(SHIPPED).step
+    assert [r[0].strip() for r in rows] == ["real faces outside both sets", f"{SHIPPED} (step {step})"]
     for row in rows:
         n, *values = (float(v) for v in row[1:])
         assert n == 40
