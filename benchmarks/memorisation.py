@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="the subset's seed (pack_faces.py --seed)")
     ap.add_argument("--queries", type=int, default=2000)
     args = ap.parse_args()
+    generators = {path: FaceGenerator.load(path) for path in args.generators}  # a bad path fails before the work
     trained = {r.id for r in subset(args.data, args.limit, args.seed)}
     ids = [r.id for r in clean(read_records(args.data))[0]]  # load_folder's order
     real = load_folder(args.data, 64, verbose=False)
@@ -63,8 +64,7 @@ def main() -> None:
     print("| queries | n | pixels | judge features | Frechet to training | Frechet to unseen |\n"
           "| --- | ---: | ---: | ---: | ---: | ---: |")
     rows = [("real faces outside both sets", real.images[control])]
-    for path in args.generators:
-        gen = FaceGenerator.load(path)
+    for path, gen in generators.items():
         tags = control[torch.randint(len(control), (args.queries,), generator=torch.Generator().manual_seed(2))]
         faces = gen.draw(gen.noise(args.queries, 3), Labels(real.hair[tags], real.eyes[tags]))
         rows.append((f"{path} (step {gen.step})", faces))
