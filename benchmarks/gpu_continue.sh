@@ -7,6 +7,11 @@
 #   gpu/tagger-indep.safetensors  the frozen G loss (docs/model-card.md)
 # Writes $OUT/<arm>.tar (its EMA generator, fp16, at half time and at the end; with EXPORT_D=1 its D at the end)
 # and $OUT/logs.tgz. Usage: TRAIN_S=440 bash benchmarks/gpu_continue.sh     (DEV=cpu TRAIN_S=30 to try it here)
+# The third session, from step 27000 (the package's G and its D) with and without mode seeking:
+#   ARMS="C N H" SMOKE_STEPS=27002 MID_PCT=60 EXPORT_D=1 TRAIN_S=430 bash benchmarks/gpu_continue.sh
+# and the fourth, arm C's end of the third put in place of the package's weights (no room to carry them beside the
+# data), alone, with fp16 snapshots every 60 s:
+#   ARMS=C SMOKE_STEPS=38502 SNAP_S=60 EXPORT_D=1 TRAIN_S=200 bash benchmarks/gpu_continue.sh
 # A second session from one arm's generator (a new D warmed up first; its first session's D did not come back):
 #   ARMS=C INIT=gpu/init/C-end.safetensors DWARM=500 SMOKE_STEPS=27002 DATA=gpu/mlds-jpeg12k.tar.gz EXPORT_D=1 bash benchmarks/gpu_continue.sh
 # (The 2026-11-30 session ran this with the recipe as an untracked gpu/continue.yaml: the same values, batch 64 and
@@ -33,6 +38,8 @@ arm_args() {  # what each continuation changes from the recipe (batch 256, lr 1e
     B) echo "--set train.lr_g=5e-5 --set train.lr_d=5e-5" ;;
     C) echo "" ;;                                                                          # the recipe as it is
     D) echo "--set train.lr_g=5e-5 --set train.lr_d=5e-5 --set train.diffaugment=translation,cutout" ;;
+    N) echo "--set loss.mode_seeking=0" ;;     # the one CPU continuation past 27000 that held level
+    H) echo "--set loss.mode_seeking=0.5" ;;
   esac
 }
 train() {  # arm, steps, seconds. Stopped by SIGTERM: the last checkpoint (every 500 steps) counts
@@ -44,15 +51,22 @@ smoke() { train $1 ${SMOKE_STEPS:-15802} 120 || { tail -5 logs/train-$1.log; say
 set -- $ARMS; smoke $1 || exit 1; shift
 for a in "$@"; do smoke $a & done; for job in $(jobs -p); do wait $job || exit 1; done
 say "smoke passed"
-for a in $ARMS; do train $a 1000000 "$TRAIN_S" & done
-sleep $(( TRAIN_S / 2 )); for a in $ARMS; do cp runs/$a/generator.safetensors /tmp/$a-mid.safetensors || say "no $a snapshot yet"; done
-say "half-time snapshots taken"; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv >> logs/gpu.txt 2>&1
-wait; say "training stopped"; rm -rf /tmp/ex
 export_g() { python3 -m tagface export --checkpoint "$1" --format safetensors --half --out "$2" >> logs/export.log 2>&1; }
+for a in $ARMS; do train $a 1000000 "$TRAIN_S" & done
+if [ -n "${SNAP_S:-}" ]; then  # fp16 snapshots straight into $OUT every SNAP_S seconds: a lease cut short keeps them
+  for i in $(seq $(( TRAIN_S / SNAP_S - 1 ))); do
+    sleep "$SNAP_S"; for a in $ARMS; do export_g runs/$a/generator.safetensors "$OUT/$a-snap$i.safetensors" & done
+  done
+else
+  sleep $(( TRAIN_S * ${MID_PCT:-50} / 100 )); for a in $ARMS; do cp runs/$a/generator.safetensors /tmp/$a-mid.safetensors || say "no $a snapshot yet"; done
+  say "half-time snapshots taken"
+fi
+nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv >> logs/gpu.txt 2>&1
+wait; say "training stopped"; rm -rf /tmp/ex
 for a in $ARMS; do
   echo "$a: $(tail -1 runs/$a/metrics.jsonl)"
   mkdir -p /tmp/ex/$a
-  export_g /tmp/$a-mid.safetensors /tmp/ex/$a/$a-mid.safetensors &
+  [ -z "${SNAP_S:-}" ] && export_g /tmp/$a-mid.safetensors /tmp/ex/$a/$a-mid.safetensors &
   export_g runs/$a /tmp/ex/$a/$a-end.safetensors &
   [ -n "${EXPORT_D:-}" ] && python3 -m tagface export --checkpoint runs/$a --discriminator --half \
     --out "$OUT/$a-end-discriminator.safetensors" >> logs/export.log 2>&1 &
