@@ -93,6 +93,9 @@ def cmd_train(args) -> int:
                 "quality where measured (docs/performance.md)")
         say(f"tagface: training {recipe.name} on {len(data)} faces at {recipe.train.resolution}px, step {trainer.step} "
             f"-> {steps}, device {device}" + (f" x {dist.world} processes" if dist.active else "") + f", out {out}")
+        if args.init and trainer.step >= steps:
+            say(f"tagface: --steps {steps} is not past the start (step {trainer.step}): no G step is taken and the run "
+                f"holds the start; for 1000 more steps ask for --steps {trainer.step + 1000}")
         logs = trainer.fit(steps)
         if args.init and trainer.step >= steps:  # nothing to train: keep the start, e.g. a D warmed for a generator
             trainer.save()
