@@ -8,6 +8,8 @@ holding only the packed rows, + images/).
 
     python benchmarks/pack_faces.py ../shared/data/mlds2018-extra gpu/mlds-webp80.tar.gz --quality 80
     python benchmarks/pack_faces.py ../shared/data/mlds2018-extra gpu/mlds-jpeg12k.tar.gz --original --limit 12000
+    python benchmarks/pack_faces.py ../shared/data/mlds2018-extra gpu/mlds-jpeg15k-b.tar.gz --original --limit 15000 \
+        --seed 1 --exclude-seed 0     # 15,000 faces none of the GPU runs so far trained on
 """
 from __future__ import annotations
 
@@ -36,10 +38,14 @@ def encode(args) -> tuple[str, str, bytes]:
     return Path(path).stem, ".webp", buf.getvalue()
 
 
-def subset(folder: str | Path, limit: int, seed: int = 0) -> list:
+def subset(folder: str | Path, limit: int, seed: int = 0, exclude_seed: int | None = None) -> list:
     """The records packed: every one whose image exists, or a random `limit` of them (also what
-    benchmarks/memorisation.py takes as a run's training faces)."""
+    benchmarks/memorisation.py takes as a run's training faces); with `exclude_seed`, drawn from the faces outside
+    the subset of the same size that seed draws, so that a next run's D sees only faces the last one never did."""
     records = [r for r in read_records(folder) if r.path.exists()]
+    if limit and exclude_seed is not None:
+        seen = {r.id for r in subset(folder, limit, exclude_seed)}
+        records = [r for r in records if r.id not in seen]
     if limit:
         records = sorted(random.Random(seed).sample(records, min(limit, len(records))), key=lambda r: r.id)
     return records
@@ -53,11 +59,14 @@ def main() -> None:
     ap.add_argument("--original", action="store_true", help="store the image files as they are, not as WebP")
     ap.add_argument("--limit", type=int, default=0, help="pack a random subset of this many images (0: all)")
     ap.add_argument("--seed", type=int, default=0, help="seed for --limit's subset")
+    ap.add_argument("--exclude-seed", type=int, help="leave out the --limit subset this seed draws (the last run's faces)")
     args = ap.parse_args()
     if args.limit < 0:
         raise TagfaceError(f"--limit {args.limit}: must be 0 (all images) or a positive count")
+    if args.exclude_seed is not None and not args.limit:
+        raise TagfaceError(f"--exclude-seed {args.exclude_seed}: needs --limit, the size of the subset to leave out")
     folder = Path(args.folder)
-    records = subset(folder, args.limit, args.seed)
+    records = subset(folder, args.limit, args.seed, args.exclude_seed)
     quality = None if args.original else args.quality
     with Pool(os.cpu_count()) as pool:
         encoded = pool.map(encode, [(r.path, quality) for r in records], chunksize=256)

@@ -54,3 +54,22 @@ def test_negative_limit_is_a_one_line_error(make_dataset, tmp_path):
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == ["pack_faces: error: --limit -1: must be 0 (all images) or a positive count"]
     assert not (tmp_path / "p.tar.gz").exists()
+
+
+def test_exclude_seed_leaves_out_the_last_runs_subset(make_dataset, tmp_path):
+    data = make_dataset(ROWS)
+    assert pack(data.path, tmp_path / "a.tar.gz", "--original", "--limit", "3", "--seed", "5").returncode == 0
+    first = set(unpack(tmp_path / "a.tar.gz", tmp_path / "a"))
+    result = pack(data.path, tmp_path / "b.tar.gz", "--original", "--limit", "3", "--seed", "1", "--exclude-seed", "5")
+    assert result.returncode == 0, result.stderr
+    second = set(unpack(tmp_path / "b.tar.gz", tmp_path / "b"))
+    assert len(first) == len(second) == 3 and not first & second  # 6 faces: the other three, exactly
+
+
+def test_exclude_seed_without_limit_is_a_one_line_error(make_dataset, tmp_path):
+    data = make_dataset(ROWS)
+    result = pack(data.path, tmp_path / "p.tar.gz", "--exclude-seed", "0")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "pack_faces: error: --exclude-seed 0: needs --limit, the size of the subset to leave out"]
+    assert not (tmp_path / "p.tar.gz").exists()
