@@ -8,10 +8,10 @@
 # Writes $OUT/<arm>.tar (its EMA generator, fp16, at half time and at the end; with EXPORT_D=1 its D at the end)
 # and $OUT/logs.tgz. Usage: TRAIN_S=440 bash benchmarks/gpu_continue.sh     (DEV=cpu TRAIN_S=30 to try it here)
 # The third session, from step 27000 (the package's G and its D) with and without mode seeking:
-#   ARMS="C N H" SMOKE_STEPS=27002 MID_PCT=60 EXPORT_D=1 TRAIN_S=430 bash benchmarks/gpu_continue.sh
+#   ARMS="C N H" SMOKE_STEPS=27002 MID_PCT=60 EXPORT_D=1 TRAIN_S=470 bash benchmarks/gpu_continue.sh
 # and the fourth, arm C's end of the third put in place of the package's weights (no room to carry them beside the
 # data), alone, with fp16 snapshots every 60 s:
-#   ARMS=C SMOKE_STEPS=38502 SNAP_S=60 EXPORT_D=1 TRAIN_S=200 bash benchmarks/gpu_continue.sh
+#   ARMS=C SMOKE_STEPS=38502 SNAP_S=60 EXPORT_D=1 TRAIN_S=210 bash benchmarks/gpu_continue.sh
 # A second session from one arm's generator (a new D warmed up first; its first session's D did not come back):
 #   ARMS=C INIT=gpu/init/C-end.safetensors DWARM=500 SMOKE_STEPS=27002 DATA=gpu/mlds-jpeg12k.tar.gz EXPORT_D=1 bash benchmarks/gpu_continue.sh
 # (The 2026-11-30 session ran this with the recipe as an untracked gpu/continue.yaml: the same values, batch 64 and

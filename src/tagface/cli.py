@@ -93,11 +93,12 @@ def cmd_train(args) -> int:
                 "quality where measured (docs/performance.md)")
         say(f"tagface: training {recipe.name} on {len(data)} faces at {recipe.train.resolution}px, step {trainer.step} "
             f"-> {steps}, device {device}" + (f" x {dist.world} processes" if dist.active else "") + f", out {out}")
-        if args.init and trainer.step >= steps:
+        keep_start = bool(args.init) and trainer.step >= steps  # e.g. a D warmed for a generator, no G step
+        if keep_start:
             say(f"tagface: --steps {steps} is not past the start (step {trainer.step}): no G step is taken and the run "
                 f"holds the start; for 1000 more steps ask for --steps {trainer.step + 1000}")
         logs = trainer.fit(steps)
-        if args.init and trainer.step >= steps:  # nothing to train: keep the start, e.g. a D warmed for a generator
+        if keep_start:
             trainer.save()
         say(f"tagface: done at step {trainer.step}: {logs.get('img_per_s', 0):.1f} img/s; "
             f"generator at {out / 'generator.safetensors'}")
