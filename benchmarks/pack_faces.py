@@ -43,12 +43,14 @@ def subset(folder: str | Path, limit: int, seed: int = 0, exclude_seed: int | No
     benchmarks/memorisation.py takes as a run's training faces); with `exclude_seed`, drawn from the faces outside
     the subset of the same size that seed draws, so that a next run's D sees only faces the last one never did."""
     records = [r for r in read_records(folder) if r.path.exists()]
-    if limit and exclude_seed is not None:
-        seen = {r.id for r in subset(folder, limit, exclude_seed)}
+
+    def draw(pool: list, s: int) -> list:
+        return sorted(random.Random(s).sample(pool, min(limit, len(pool))), key=lambda r: r.id)
+
+    if limit and exclude_seed is not None:  # the same records, read once
+        seen = {r.id for r in draw(records, exclude_seed)}
         records = [r for r in records if r.id not in seen]
-    if limit:
-        records = sorted(random.Random(seed).sample(records, min(limit, len(records))), key=lambda r: r.id)
-    return records
+    return draw(records, seed) if limit else records
 
 
 def main() -> None:
