@@ -3,10 +3,14 @@
 For each face `tagface evaluate` asks for, draw k candidates with the same tags and keep one by the trained D's
 real/fake logit: the best (`max`), or one drawn with probability proportional to exp(logit) (`sir`: sampling-
 importance-resampling, which recovers the data distribution if D's logit were the log density ratio, as in
-discriminator rejection sampling, Azadi et al. 2019). `cls` adds D's log-probability of the asked tags to the
-logit. Prints the evaluation's headline numbers; k = 1 is the generator alone.
+discriminator rejection sampling, Azadi et al. 2019). `sir-cls` adds D's log-probability of the asked tags to
+the logit; `cls` keeps the candidate D reads most surely as the asked tags, ignoring its real/fake logit. Prints the
+evaluation's headline numbers; k = 1 is the generator alone.
 
-    python benchmarks/d_selection.py GENERATOR CHECKPOINT [--k 4] [--pick sir|max|sir-cls] [--seed 0]
+    python benchmarks/d_selection.py GENERATOR CHECKPOINT [--k 4] [--pick sir|max|sir-cls|cls] [--seed 0]
+
+CHECKPOINT is a training checkpoint or a D weights file (`tagface export --discriminator`, e.g. the shipped
+default-discriminator.safetensors).
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import sys
 
 import torch
 
-from tagface.checkpoint import load_state
+from tagface.checkpoint import load_state, load_tensors, load_weights, read_metadata
 from tagface.data import load_folder, to_float
 from tagface.errors import TagfaceError
 from tagface.evaluation import evaluate
@@ -25,7 +29,7 @@ from tagface.sampling import FaceGenerator
 from tagface.tagger import load_tagger
 from tagface.tags import N_HAIR
 
-PICKS = ("sir", "max", "sir-cls")
+PICKS = ("sir", "max", "sir-cls", "cls")
 
 
 class DiscriminatorPicked:
@@ -48,13 +52,11 @@ class DiscriminatorPicked:
         scores = []
         for i in range(0, n * k, 512):
             out = self.D(to_float(faces[i:i + 512]))
-            score = out.adv
-            if self.pick == "sir-cls":
-                hair, eyes = out.logits[:, :N_HAIR].log_softmax(1), out.logits[:, N_HAIR:].log_softmax(1)
-                score = score + hair.gather(1, tags.hair[i:i + 512, None])[:, 0] + eyes.gather(1, tags.eyes[i:i + 512, None])[:, 0]
-            scores.append(score)
+            hair, eyes = out.logits[:, :N_HAIR].log_softmax(1), out.logits[:, N_HAIR:].log_softmax(1)
+            tag_logp = hair.gather(1, tags.hair[i:i + 512, None])[:, 0] + eyes.gather(1, tags.eyes[i:i + 512, None])[:, 0]
+            scores.append({"sir": out.adv, "max": out.adv, "sir-cls": out.adv + tag_logp, "cls": tag_logp}[self.pick])
         s = torch.cat(scores).view(n, k)
-        if self.pick == "max":
+        if self.pick in ("max", "cls"):
             chosen = s.argmax(1)
         else:
             chosen = torch.multinomial(s.softmax(1), 1, generator=torch.Generator().manual_seed(0))[:, 0]
@@ -73,13 +75,14 @@ def main() -> None:
     if args.pick not in PICKS or args.k < 1:
         raise TagfaceError(f"--pick {args.pick} --k {args.k}: allowed --pick {' '.join(PICKS)}, --k >= 1")
     gen = FaceGenerator.load(args.generator)
-    state, _ = load_state(args.checkpoint)
+    is_state = "tagface.state" in read_metadata(args.checkpoint)
+    d_weights = load_state(args.checkpoint)[0]["D"] if is_state else load_tensors(args.checkpoint)
     rc = gen.recipe
     cond = GANObjective(rc.loss).conditioning
     if cond.reads_labels or not cond.heads:
         raise TagfaceError(f"{args.generator}: recipe {rc.name} has no auxiliary-classifier D; this picks with one")
     D = build_discriminator(rc.model, rc.train.resolution, False, True)
-    D.load_state_dict(state["D"])
+    load_weights(D, d_weights)
     D.eval().requires_grad_(False)
     picked = DiscriminatorPicked(gen, D, args.k, args.pick) if args.k > 1 else gen
     r = evaluate(picked, load_tagger(None), load_folder(args.data, 64, verbose=False), 8, args.seed)
