@@ -234,9 +234,11 @@ def cmd_evaluate(args) -> int:
         from .inception import fid_kid
         report.update(fid_kid(args.inception, gen, real, args.samples_per_tag, args.seed, args.truncation))
     write_report(report, args.out)
-    g, fd, mt = report["generated"], report["frechet_tagger"], report["matched"]
+    g, fd, mt, hp = report["generated"], report["frechet_tagger"], report["matched"], report["frechet_tagger_held_pairs"]
+    held = (f" (ratio {hp['ratio']:.2f} on the {hp['pairs']} pairs the real faces hold)"
+            if hp["pairs_without_real_faces"] and hp["ratio"] is not None else "")
     print(f"tagface: hair {g['hair']:.3f} eyes {g['eyes']:.3f} both {g['both']:.3f}; frechet (tagger features) "
-          f"{fd['generated_vs_real']:.3f} vs real-real {fd['real_vs_real']:.3f}; matched-tags frechet ratio "
+          f"{fd['generated_vs_real']:.3f} vs real-real {fd['real_vs_real']:.3f}{held}; matched-tags frechet ratio "
           f"{mt['frechet_ratio']:.2f}, lowest per-tag diversity ratio {mt['diversity_ratio_min']:.2f}; "
           f"report in {args.out}")
     return 0
