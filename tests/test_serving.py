@@ -88,6 +88,16 @@ def test_server_picks_and_returns_a_seed_and_spellings_are_canonical(client):
     assert again["images"] == out["images"]
 
 
+def test_a_colour_the_training_data_lacks_comes_with_a_note(client, gen):
+    """The studio run trained on 12 random faces, so some hair colours never occurred; asking for one says so."""
+    absent = [c for c, f in zip(HAIR_COLOURS, gen.freq.hair) if f == 0]
+    present = [c for c, f in zip(HAIR_COLOURS, gen.freq.hair) if f > 0]
+    eyes = next(c for c, f in zip(EYE_COLOURS, gen.freq.eyes) if f > 0)
+    out = post(client, "/api/generate", {"hair": absent[0], "eyes": eyes, "n": 1, "seed": 0})
+    assert out["notes"] == [f"'{absent[0]} hair' never occurs in this model's training data: expect another hair colour"]
+    assert post(client, "/api/generate", {"hair": present[0], "eyes": eyes, "n": 1, "seed": 0})["notes"] == []
+
+
 def test_random_resolves_to_vocabulary_deterministically_per_seed(client):
     seen = set()
     for seed in range(12):

@@ -31,6 +31,14 @@ def test_default_generator_loads_without_a_checkpoint_and_is_deterministic():
     assert not torch.equal(a, gen.generate(tags, 4, seed=2))
 
 
+def test_default_model_says_it_never_learnt_gray_eyes():
+    """Its data (mlds) has no gray eyes; generate and the studio pass this note on to the user."""
+    gen = FaceGenerator.load()
+    assert gen.complete(parse_tags("blue hair red eyes"), seed=0)[1] == []
+    _, notes = gen.complete(parse_tags("blue hair gray eyes"), seed=0)
+    assert len(notes) == 1 and "'gray eyes' never occur" in notes[0]
+
+
 def test_shipped_tagger_reads_the_shipped_models_clearest_colours():
     """Green hair and purple eyes are the colours the default model draws most reliably (docs/model-card.md);
     if the two shipped files stopped agreeing on them, one of them is broken."""

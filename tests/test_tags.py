@@ -57,13 +57,17 @@ def test_complete_fills_missing_from_frequencies_deterministically():
     assert freq.eyes[EYE_COLOURS.index("yellow")] == pytest.approx(0.75)
 
     # all training hair is purple, so a missing hair colour can only become purple
-    tags, notes = freq.complete(Tags(None, "red"), torch.Generator().manual_seed(0))
-    assert tags == Tags("purple", "red")
+    tags, notes = freq.complete(Tags(None, "green"), torch.Generator().manual_seed(0))
+    assert tags == Tags("purple", "green")
     assert len(notes) == 1 and "hair" in notes[0] and "purple" in notes[0]
 
-    # given colours are left alone and no note is written
-    tags, notes = freq.complete(Tags("blue", "red"), torch.Generator().manual_seed(0))
-    assert tags == Tags("blue", "red") and notes == []
+    # given colours are left alone; a note only says when training never had one
+    tags, notes = freq.complete(Tags("purple", "green"), torch.Generator().manual_seed(0))
+    assert tags == Tags("purple", "green") and notes == []
+    tags, notes = freq.complete(Tags("blue", "green"), torch.Generator().manual_seed(0))
+    assert tags == Tags("blue", "green") and len(notes) == 1 and "'blue hair' never occurs" in notes[0]
+    tags, notes = freq.complete(Tags("purple", "gray"), torch.Generator().manual_seed(0))
+    assert tags == Tags("purple", "gray") and len(notes) == 1 and "'gray eyes' never occur" in notes[0]
 
     # a sampled eye colour is one seen in training, and the same seed gives the same answer
     runs = [freq.complete(Tags(None, None), torch.Generator().manual_seed(s)) for s in (3, 3, 4)]

@@ -147,12 +147,17 @@ class TagFrequencies:
         return cls((h / h.sum()).tolist(), (e / e.sum()).tolist())
 
     def complete(self, tags: Tags, generator: torch.Generator) -> tuple[Tags, list[str]]:
-        """Fill missing colours by sampling the training frequencies; returns notes saying so."""
+        """Fill missing colours by sampling the training frequencies; returns notes saying so, and saying when a
+        colour asked for never occurred in training (mlds has no gray eyes): the model has not learnt it."""
         notes, hair, eyes = [], tags.hair, tags.eyes
         if hair is None:
             hair = HAIR_COLOURS[int(torch.multinomial(torch.tensor(self.hair), 1, generator=generator))]
             notes.append(f"no hair colour given: sampled '{hair}' from the training data's frequencies")
+        elif self.hair[HAIR_COLOURS.index(hair)] == 0:
+            notes.append(f"'{hair} hair' never occurs in this model's training data: expect another hair colour")
         if eyes is None:
             eyes = EYE_COLOURS[int(torch.multinomial(torch.tensor(self.eyes), 1, generator=generator))]
             notes.append(f"no eye colour given: sampled '{eyes}' from the training data's frequencies")
+        elif self.eyes[EYE_COLOURS.index(eyes)] == 0:
+            notes.append(f"'{eyes} eyes' never occur in this model's training data: expect another eye colour")
         return Tags(hair, eyes), notes

@@ -67,6 +67,7 @@ try {
   report.face_shown_px = Math.round(size[1]);
   check(size[1] > size[0], "faces are shown upscaled");
   check((await page.textContent("#caption")).includes("seed 1234"), "caption names the seed");
+  report.first_notes = await page.textContent("#notes");
 
   // 2. keep the faces, change the hair colour: same seed, different pixels
   await page.uncheck("#live");

@@ -49,7 +49,7 @@ def server(checkpoint):
         yield url
 
 
-def test_studio_in_chromium(server, tmp_path):
+def test_studio_in_chromium(server, checkpoint, tmp_path):
     shot = Path(os.environ.get("TAGFACE_STUDIO_SCREENSHOT") or tmp_path / "studio.png").resolve()
     shot.parent.mkdir(parents=True, exist_ok=True)
     run = subprocess.run(["node", str(HERE / "studio.mjs"), server, str(shot)], cwd=HERE, capture_output=True,
@@ -58,4 +58,9 @@ def test_studio_in_chromium(server, tmp_path):
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["strip_frames"] == 8 and report["history_entries"] >= 3
     assert "seed" in report["bad_seed_message"]
+    # blue hair / red eyes: the page passes on the server's note when the model's training data lacked either
+    from tagface.sampling import FaceGenerator
+    from tagface.tags import parse_tags
+    _, notes = FaceGenerator.load(checkpoint).complete(parse_tags("blue hair red eyes"), seed=1234)
+    assert all(n in report["first_notes"] for n in notes) and bool(notes) == bool(report["first_notes"])
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

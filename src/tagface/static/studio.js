@@ -140,7 +140,10 @@ async function generate(body) {
   const picked = [];
   if (data.notes.some((n) => n.startsWith("no hair"))) picked.push(`${data.hair} hair`);
   if (data.notes.some((n) => n.startsWith("no eye"))) picked.push(`${data.eyes} eyes`);
-  $("#notes").textContent = picked.length ? `random, from the seed and the training data's colour frequencies: ${picked.join(", ")}` : "";
+  const unseen = data.notes.filter((n) => n.includes("never occur"));
+  $("#notes").textContent = [
+    picked.length ? `random, from the seed and the training data's colour frequencies: ${picked.join(", ")}` : "",
+    ...unseen].filter(Boolean).join(" · ");
   $("#recolour").disabled = false;
   addHistory(state.current);
   if (window.matchMedia("(max-width: 860px)").matches) $(".stage").scrollIntoView({ behavior: "smooth", block: "start" });
