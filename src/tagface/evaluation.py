@@ -178,14 +178,14 @@ def evaluate(gen: FaceGenerator | PipelineFaces, tagger: TaggerNet, real: FaceSe
     # The grid asks for pairs the real faces may not hold at all (mlds has no gray eyes): its distance then
     # also measures how unlike the reference a tag it lacks looks. The same distance over the pairs it holds:
     held_pairs = torch.bincount(real.hair * N_EYES + real.eyes, minlength=nh * ne) > 0
-    covered = held_pairs[labels.hair * N_EYES + labels.eyes]
-    if covered.all():
-        covered_fd = dict(grid_fd)
-    elif covered.sum() >= 2:
-        covered_fd = _frechet_to_real_halves(fake_feat[covered], real_feat, perm, seed + 2)
+    asked_held = held_pairs[labels.hair * N_EYES + labels.eyes]  # per grid face: do real faces have its pair?
+    if asked_held.all():
+        held_fd = dict(grid_fd)
+    elif asked_held.sum() >= 2:
+        held_fd = _frechet_to_real_halves(fake_feat[asked_held], real_feat, perm, seed + 2)
     else:  # one face: no covariance to compare
-        covered_fd = {"generated_vs_real": None, "real_vs_real": None, "ratio": None, "n_per_set": int(covered.sum())}
-    covered_fd.update(pairs=int(held_pairs.sum()), pairs_without_real_faces=[
+        held_fd = {"generated_vs_real": None, "real_vs_real": None, "ratio": None, "n_per_set": int(asked_held.sum())}
+    held_fd.update(pairs=int(held_pairs.sum()), pairs_without_real_faces=[
         f"{HAIR_COLOURS[i // ne]}/{EYE_COLOURS[i % ne]}" for i in (~held_pairs).nonzero().flatten().tolist()])
 
     swd_fake = sliced_wasserstein(fake[fake_perm[:m]], real_held.images[perm[:m]], seed=seed)
@@ -214,7 +214,7 @@ def evaluate(gen: FaceGenerator | PipelineFaces, tagger: TaggerNet, real: FaceSe
         "real_heldout": {**real_acc, "diversity_mean": float(np.mean(list(div_real.values()))) if div_real else None,
                          "diversity_per_pair": div_real},
         "frechet_tagger": grid_fd,
-        "frechet_tagger_held_pairs": covered_fd,
+        "frechet_tagger_held_pairs": held_fd,
         "swd": {"generated_vs_real": swd_fake, "real_vs_real": swd_real,
                 "mean_generated_vs_real": float(np.mean(list(swd_fake.values()))),
                 "mean_real_vs_real": float(np.mean(list(swd_real.values()))), "n_per_set": m},
