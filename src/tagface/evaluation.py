@@ -112,11 +112,15 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, patches: int = 64, patc
     return out
 
 
-def _frechet_to_real_halves(fake_feat: torch.Tensor, real_feat: torch.Tensor, perm: torch.Tensor, seed: int) -> dict:
+def _fake_order(n: int, seed: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+
+def _frechet_to_real_halves(fake_feat: torch.Tensor, real_feat: torch.Tensor, perm: torch.Tensor,
+                            fake_perm: torch.Tensor) -> dict:
     """Frechet distance of generated faces to real half a beside real half b's, all three sets of one size (the
     distance shrinks with the set size, so only a ratio at one size means anything)."""
     m = min(fake_feat.shape[0], real_feat.shape[0] // 2)
-    fake_perm = torch.randperm(fake_feat.shape[0], generator=torch.Generator().manual_seed(seed))
     stats_a = feature_stats(real_feat[perm[:m]])
     fd = frechet_distance(*feature_stats(fake_feat[fake_perm[:m]]), *stats_a)
     fd_real = frechet_distance(*feature_stats(real_feat[perm[m:2 * m]]), *stats_a)
@@ -172,9 +176,9 @@ def evaluate(gen: FaceGenerator | PipelineFaces, tagger: TaggerNet, real: FaceSe
     real_acc = per_colour_accuracy(tagger.head(real_feat), real_held.hair, real_held.eyes)
 
     perm = torch.randperm(real_feat.shape[0], generator=torch.Generator().manual_seed(seed + 1))
-    grid_fd = _frechet_to_real_halves(fake_feat, real_feat, perm, seed + 2)
+    fake_perm = _fake_order(fake_feat.shape[0], seed + 2)
+    grid_fd = _frechet_to_real_halves(fake_feat, real_feat, perm, fake_perm)
     m = grid_fd["n_per_set"]
-    fake_perm = torch.randperm(fake_feat.shape[0], generator=torch.Generator().manual_seed(seed + 2))
     # The grid asks for pairs the real faces may not hold at all (mlds has no gray eyes): its distance then
     # also measures how unlike the reference a tag it lacks looks. The same distance over the pairs it holds:
     held_pairs = torch.bincount(real.hair * N_EYES + real.eyes, minlength=nh * ne) > 0
@@ -182,7 +186,8 @@ def evaluate(gen: FaceGenerator | PipelineFaces, tagger: TaggerNet, real: FaceSe
     if asked_held.all():
         held_fd = dict(grid_fd)
     elif asked_held.sum() >= 2:
-        held_fd = _frechet_to_real_halves(fake_feat[asked_held], real_feat, perm, seed + 2)
+        held_fd = _frechet_to_real_halves(fake_feat[asked_held], real_feat, perm,
+                                          _fake_order(int(asked_held.sum()), seed + 2))
     else:  # one face: no covariance to compare
         held_fd = {"generated_vs_real": None, "real_vs_real": None, "ratio": None, "n_per_set": int(asked_held.sum())}
     held_fd.update(pairs=int(held_pairs.sum()), pairs_without_real_faces=[
