@@ -10,8 +10,8 @@ from PIL import Image
 from tagface.cli import main
 from tagface.data import FaceSet, load_folder, read_records
 from tagface.losses import Labels
-from tagface.evaluation import (_blur, _per_tag_diversity_ratio, laplacian_pyramid, sliced_wasserstein, confusion, diversity, evaluate, feature_stats, frechet_distance,
-                                write_report)
+from tagface.evaluation import (_blur, _draw_like, _per_tag_diversity_ratio, laplacian_pyramid, sliced_wasserstein, confusion, diversity, evaluate, feature_stats, frechet_distance,
+                                markdown_report, write_report)
 from tagface.sampling import FaceGenerator
 from tagface.tagger import (TaggerNet, accuracy, heldout_mask, load_tagger, relabel, save_tagger, train_tagger,
                             write_relabelled)
@@ -201,6 +201,45 @@ def test_grid_frechet_over_the_pairs_the_real_faces_hold_leaves_out_the_others()
     r = evaluate(PaintedGenerator(wild_eyes=gray), HalvesTagger().eval(), faces, samples_per_tag=1)
     assert r["frechet_tagger_held_pairs"]["pairs_without_real_faces"] == []
     assert r["frechet_tagger_held_pairs"]["generated_vs_real"] == r["frechet_tagger"]["generated_vs_real"]
+
+
+def test_real_faces_drawn_like_the_grid_come_from_the_pool_with_the_asked_tags():
+    faces = colour_coded_faces(3000)
+    even = torch.arange(0, 3000, 2)
+    pool = even[(faces.hair[even] != 5) | (faces.eyes[even] != 7)]  # the pool lacks one pair
+    asked = Labels(torch.tensor([0, 0, 0, 5, 2] * 2), torch.tensor([1, 1, 1, 7, 3] * 2))
+    idx = _draw_like(faces, pool, asked, seed=0)
+    found = idx >= 0
+    assert found.tolist() == [True, True, True, False, True] * 2  # marked, not filled with another pair
+    assert set(idx[found].tolist()) <= set(pool.tolist())
+    assert torch.equal(faces.hair[idx[found]], asked.hair[found]) and torch.equal(faces.eyes[idx[found]], asked.eyes[found])
+    assert len(set(idx[(asked.hair == 0)].tolist())) == 6  # six asked, more in the pool: no face twice
+    assert torch.equal(idx, _draw_like(faces, pool, asked, seed=0))
+
+
+def test_real_faces_drawn_like_the_grid_are_the_floor_of_the_grid_reading():
+    gray = EYE_COLOURS.index("gray")
+    faces = colour_coded_faces(4000)  # every pair in about equal numbers, every face of a pair alike
+    exact = evaluate(PaintedGenerator(wild_eyes=-1), HalvesTagger().eval(), faces, samples_per_tag=1)
+    rg = exact["frechet_tagger_real_grid"]
+    assert rg["pairs"] == 132 and rg["n_per_set"] == exact["frechet_tagger"]["n_per_set"]
+    # a generator that draws each pair as the real faces do scores the real grid's distance, not less
+    assert rg["generated_over_real_grid"] == pytest.approx(1.0)
+    # a generator that gets one eye colour wrong scores more than the real grid
+    wild = evaluate(PaintedGenerator(wild_eyes=gray), HalvesTagger().eval(), faces, samples_per_tag=1)
+    assert wild["frechet_tagger_real_grid"]["generated_over_real_grid"] > 1.5
+    # tags as skewed as real data's: most faces share one pair, so a grid that asks every pair alike is far from
+    # them even when it is drawn from real faces; the exact painter is still exactly at that floor
+    faces = colour_coded_faces(8000)
+    common = torch.rand(8000, generator=torch.Generator().manual_seed(1)) < 0.7
+    skewed = FaceSet(faces.images.clone(), faces.hair.clone(), faces.eyes.clone(), faces.digest)
+    skewed.hair[common], skewed.eyes[common] = 9, 8
+    skewed.images[common] = paint(skewed.hair[common], skewed.eyes[common])
+    r = evaluate(PaintedGenerator(wild_eyes=-1), HalvesTagger().eval(), skewed, samples_per_tag=1)
+    assert r["frechet_tagger_real_grid"]["pairs"] == 132
+    assert r["frechet_tagger_real_grid"]["ratio"] > 5 * rg["ratio"]
+    assert r["frechet_tagger"]["ratio"] == pytest.approx(r["frechet_tagger_real_grid"]["ratio"])
+    assert "Real faces drawn as the grid draws them (1 for each of 132 pairs" in markdown_report(r)
 
 
 def test_tagger_learns_a_toy_colour_code():

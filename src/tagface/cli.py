@@ -237,6 +237,8 @@ def cmd_evaluate(args) -> int:
     g, fd, mt, hp = report["generated"], report["frechet_tagger"], report["matched"], report["frechet_tagger_held_pairs"]
     held = (f" (ratio {hp['ratio']:.2f} on the {hp['pairs']} pairs the real faces hold)"
             if hp["pairs_without_real_faces"] and hp["ratio"] is not None else "")
+    if (rg := report["frechet_tagger_real_grid"]) and rg["ratio"] is not None:
+        held += f"; real faces drawn as the grid draws them: ratio {rg['ratio']:.2f}"
     print(f"tagface: hair {g['hair']:.3f} eyes {g['eyes']:.3f} both {g['both']:.3f}; frechet (tagger features) "
           f"{fd['generated_vs_real']:.3f} vs real-real {fd['real_vs_real']:.3f}{held}; matched-tags frechet ratio "
           f"{mt['frechet_ratio']:.2f}, lowest per-tag diversity ratio {mt['diversity_ratio_min']:.2f}; "
