@@ -148,6 +148,16 @@ def test_atomic_write_interrupt_also_cleans_up(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_atomic_write_that_cannot_start_names_the_file_asked_for(tmp_path, monkeypatch):
+    def refused(prefix, suffix, dir):
+        raise PermissionError(13, "Permission denied", f"{dir}/{prefix}abc{suffix}")
+
+    monkeypatch.setattr(ckpt.tempfile, "mkstemp", refused)
+    with pytest.raises(PermissionError) as err:
+        atomic_write_text(tmp_path / "note.txt", "hi")
+    assert err.value.filename == str(tmp_path / "note.txt") and err.value.strerror == "Permission denied"
+
+
 def test_atomic_write_creates_parents_and_normal_permissions(tmp_path):
     path = tmp_path / "a" / "b" / "note.txt"
     atomic_write_text(path, "hi")

@@ -82,6 +82,26 @@ def test_generate_needs_exactly_one_source_of_tags(capsys, tiny_generator, tmp_p
     run_error(capsys, ["generate", "--checkpoint", tiny_generator])
 
 
+def test_generate_into_a_folder_it_cannot_make_names_the_output(capsys, tiny_generator, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = blocker / "faces" / "grid.png"
+    line = run_error(capsys, ["generate", "blue hair red eyes", "-n", "1", "--checkpoint", tiny_generator,
+                              "--out", out])
+    assert str(out) in line and ".tmp" not in line
+    assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "2.5", "nan", "abc"])
+def test_generate_truncation_outside_its_range_fails_before_any_model_loads(capsys, tmp_path, value):
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", "blue hair", "--truncation", value, "--checkpoint", str(tmp_path / "nope.safetensors")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--truncation: expected a number in (0, 2]" in err and repr(value) in err
+    assert "does not exist" not in err and "Traceback" not in err
+
+
 def test_generate_bad_tags_file_line(capsys, tiny_generator, tmp_path):
     tags_file = tmp_path / "testing_text.txt"
     tags_file.write_text("1,blue hair red eyes\n2,yellow hair blue eyes\n")

@@ -27,6 +27,17 @@ def positive(kind, allow_zero: bool = False):
     return parse
 
 
+def truncation(text: str) -> float:
+    """argparse type for --truncation, checked before any model loads (the sampler checks it again for API users)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 2:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 2] (1 is the training distribution), got {text!r}")
+    return value
+
+
 def cmd_recipes(args) -> int:
     from .config import list_recipes, load_recipe
     for name in list_recipes():
@@ -329,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", default="grid.png", help="image file, or folder with --tags-file")
     g.add_argument("--checkpoint", help="run directory or .safetensors file (default: the shipped model)")
-    g.add_argument("--truncation", type=float, help="noise intensity in (0, 2]; lower: safer, less varied")
+    g.add_argument("--truncation", type=truncation, help="noise intensity in (0, 2]; lower: safer, less varied")
     g.add_argument("--tags-file", help="course format: lines '<id>,<tags>' -> OUT/sample_<id>_<k>.jpg")
     g.add_argument("--tag-grid", action="store_true", help="the 12 x 11 hair x eye grid")
     g.add_argument("--ncol", type=positive(int), help="grid columns")
@@ -371,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--real", action="append", required=True, help="real data folder (repeat to combine)")
     e.add_argument("--samples-per-tag", type=positive(int), default=8)
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--truncation", type=float)
+    e.add_argument("--truncation", type=truncation, help="noise intensity in (0, 2] (default: the model's own)")
     e.add_argument("--pipeline", default="gan", choices=["gan", "gray-colorize"],
                    help="gan (default): a generator; gray-colorize: a `tagface pipeline train` run as --checkpoint")
     e.add_argument("--inception", help="pt_inception-2015-12-05 weights file for standard FID and KID")
@@ -445,3 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as err:  # a file or folder the command cannot read or write (permissions, a full disk)
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"tagface: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
