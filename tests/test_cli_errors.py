@@ -102,6 +102,15 @@ def test_generate_truncation_outside_its_range_fails_before_any_model_loads(caps
     assert "does not exist" not in err and "Traceback" not in err
 
 
+def test_generate_tags_file_that_is_not_text(capsys, tiny_generator, tmp_path):
+    tags_file = tmp_path / "testing_text.txt"
+    tags_file.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    line = run_error(capsys, ["generate", "--tags-file", tags_file, "--checkpoint", tiny_generator,
+                              "--out", tmp_path / "samples"])
+    assert str(tags_file) in line and "not UTF-8 text" in line
+    assert not (tmp_path / "samples").exists()
+
+
 def test_generate_bad_tags_file_line(capsys, tiny_generator, tmp_path):
     tags_file = tmp_path / "testing_text.txt"
     tags_file.write_text("1,blue hair red eyes\n2,yellow hair blue eyes\n")

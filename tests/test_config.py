@@ -201,6 +201,15 @@ def test_invalid_yaml_is_one_line_error(tmp_path):
     assert "\n" not in str(info.value)
 
 
+def test_recipe_file_that_is_not_utf8_is_one_line_error_and_a_byte_order_mark_is_fine(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes("train: {steps: 7}\n".encode("utf-16"))
+    with pytest.raises(TagfaceError, match=r"bad.yaml is not UTF-8 text"):
+        load_recipe(path)
+    path.write_bytes(b"\xef\xbb\xbf" + b"train: {steps: 7}\n")
+    assert load_recipe(path).train.steps == 7
+
+
 def test_non_mapping_yaml_file_is_a_tagface_error(tmp_path):
     path = tmp_path / "list.yaml"
     path.write_text("- train\n- model\n")

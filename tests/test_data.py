@@ -53,6 +53,23 @@ def test_read_records_adl_layout_blank_and_several(make_dataset):
     assert all(r.path.parent == ds.image_dir for r in records)
 
 
+def test_read_records_of_a_spreadsheet_export_with_a_byte_order_mark(make_dataset):
+    ds = make_dataset([(10, "blue", "red"), (11, "pink", "green")], layout="adl")
+    tags = ds.path / "tags.csv"
+    tags.write_bytes(b"\xef\xbb\xbf" + tags.read_bytes().replace(b"\n", b"\r\n"))
+    records = read_records(ds.path)
+    assert [(r.path.stem, r.hair, r.eyes) for r in records] == [("10", {"blue"}, {"red"}), ("11", {"pink"}, {"green"})]
+
+
+@pytest.mark.parametrize("content", ["utf-16", "binary"])
+def test_read_records_of_a_tags_file_that_is_not_utf8_names_it(make_dataset, content):
+    ds = make_dataset(ROWS)
+    tags = ds.path / "tags.csv"
+    tags.write_bytes(tags.read_text().encode("utf-16") if content == "utf-16" else b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(TagfaceError, match=r"tags.csv is not UTF-8 text \(byte 0 is 0x(ff|89)\)"):
+        read_records(ds.path)
+
+
 def test_read_records_adl_pandas_float_ids(make_dataset):
     ds = make_dataset([("5.0", "blue", "red")], layout="adl")
     (record,) = read_records(ds.path)

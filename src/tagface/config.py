@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .errors import TagfaceError
+from .errors import TagfaceError, read_user_text
 
 
 @dataclass
@@ -256,7 +256,7 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) ->
         else:
             raise TagfaceError(f"config {name_or_path} not found; seed recipes: {', '.join(list_recipes())}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(read_user_text(path)) or {}
     except yaml.YAMLError as err:
         raise TagfaceError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):

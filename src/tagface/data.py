@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -26,7 +27,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from .checkpoint import atomic_save_tensors
-from .errors import TagfaceError
+from .errors import TagfaceError, read_user_text
 from .tags import EYE_COLOURS, HAIR_COLOURS, colour_set
 
 IMAGE_DIRS = ("images", "faces", ".")
@@ -96,8 +97,7 @@ def read_records(folder: str | Path) -> list[Record]:
     root = tags_path.parent
     images = _image_index(root)
     records: list[Record] = []
-    with open(tags_path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))
+    rows = list(csv.reader(io.StringIO(read_user_text(tags_path))))
     if not rows:
         raise TagfaceError(f"{tags_path} is empty")
     header, cols = [c.strip().lower() for c in rows[0]], {}

@@ -23,7 +23,7 @@ from .checkpoint import (atomic_save_tensors, atomic_write, load_state, load_ten
                          run_file)
 from .config import Recipe
 from .data import to_uint8
-from .errors import TagfaceError
+from .errors import TagfaceError, read_user_text
 from .losses import Labels
 from .models import build_generator
 from .tags import EYE_COLOURS, HAIR_COLOURS, TagFrequencies, Tags, parse_tags
@@ -205,7 +205,7 @@ def read_tags_file(path: str | Path) -> list[tuple[str, Tags]]:
     if not p.exists():
         raise TagfaceError(f"--tags-file {p} does not exist")
     entries = []
-    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(read_user_text(p).splitlines(), 1):
         if not line.strip():
             continue
         m = _TAGS_LINE.match(line)
