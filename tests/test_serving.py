@@ -131,12 +131,21 @@ def test_unknown_colour_is_422_naming_the_allowed_colours(client):
     ({"seed": -1}, ["seed"]),
     ({"n": "many"}, ["n", "integer"]),
     ({"hiar": "blue"}, ["hiar", "not permitted"]),
+    ({"hair": "b" * 10_000}, ["hair", "at most 32 characters"]),
 ])
 def test_out_of_range_or_unknown_fields_are_422(client, body, words):
     r = client.post("/api/generate", json=body)
     assert r.status_code == 422
     detail = r.json()["detail"]
     assert isinstance(detail, str) and all(w in detail for w in words), detail
+
+
+def test_a_nan_or_infinite_number_is_422_not_a_server_error(client):
+    for word in ("NaN", "Infinity", "-Infinity"):  # Python's JSON reads these; JSON cannot write them back
+        r = client.post("/api/generate", content=f'{{"n": 1, "truncation": {word}}}'.encode(),
+                        headers={"Content-Type": "application/json"})
+        assert r.status_code == 422 and r.json()["detail"].startswith("truncation:"), r.text
+        assert all("input" not in err for err in r.json()["errors"])
 
 
 def test_malformed_json_and_missing_body_are_422(client):

@@ -146,3 +146,13 @@ def test_one_hot_shape_and_positions():
         assert out[row, N_HAIR + e] == 1.0
         assert out[row, :N_HAIR].sum() == 1.0 and out[row, N_HAIR:].sum() == 1.0
     assert one_hot(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)).shape == (0, N_TAGS)
+
+
+def test_an_error_quotes_a_long_input_cut_short():
+    text = "blue hair " + "z" * 5000 + " eyes"
+    with pytest.raises(TagfaceError) as err:
+        parse_tags(text)
+    message = str(err.value)
+    assert len(message) < 400 and "(5000 characters)" in message and "allowed eye colours" in message
+    with pytest.raises(TagfaceError, match=r"unknown hair colour 'bleu'; did you mean 'blue'\?"):
+        parse_tags("bleu hair")  # short inputs are quoted whole, as before

@@ -44,6 +44,7 @@ MAX_FACES = 64
 MAX_FRAMES = 32
 MAX_SEED = 2**32 - 1
 MAX_STEPS = 16
+MAX_COLOUR_CHARS = 32  # a colour name or spelling is short; a longer field is a mistake, not worth echoing back
 RANDOM = "random"
 
 # Display colours of the swatches (the page's only notion of colour; the model only knows the names).
@@ -80,8 +81,8 @@ class _Strict(BaseModel):
 
 
 class GenerateRequest(_Strict):
-    hair: str = Field(RANDOM, description=_HAIR_DOC, examples=["blue"])
-    eyes: str = Field(RANDOM, description=_EYES_DOC, examples=["red"])
+    hair: str = Field(RANDOM, max_length=MAX_COLOUR_CHARS, description=_HAIR_DOC, examples=["blue"])
+    eyes: str = Field(RANDOM, max_length=MAX_COLOUR_CHARS, description=_EYES_DOC, examples=["red"])
     n: int = Field(8, ge=1, le=MAX_FACES, description=f"number of faces, 1..{MAX_FACES}")
     seed: int | None = Field(None, **_SEED_FIELD, description="noise seed; omitted or null: the server picks one "
                              "and returns it. The same seed, tags, n and truncation always give the same faces")
@@ -104,8 +105,9 @@ class VariationStep(_Strict):
 class FaceRef(_Strict):
     """Everything that makes one face: the API returns one per image, and takes them back to vary or interpolate."""
 
-    hair: str = Field(RANDOM, description=_HAIR_DOC + " ('random' resolves from the seed as in /api/generate)")
-    eyes: str = Field(RANDOM, description=_EYES_DOC)
+    hair: str = Field(RANDOM, max_length=MAX_COLOUR_CHARS,
+                      description=_HAIR_DOC + " ('random' resolves from the seed as in /api/generate)")
+    eyes: str = Field(RANDOM, max_length=MAX_COLOUR_CHARS, description=_EYES_DOC)
     seed: int = Field(**_SEED_FIELD, description="the seed that drew the face")
     batch: int = Field(1, ge=1, le=MAX_FACES, description="how many faces that seed drew (the n of the request): "
                        "the face is row `index` of the noise drawn for `batch` faces")
@@ -383,7 +385,8 @@ def create_app(gen: FaceGenerator, max_concurrent: int = 2, queue: int = 8, wait
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
-        errors = exc.errors()
+        # the inputs are not echoed back: the client sent them, and one may be NaN, which JSON cannot carry
+        errors = [{k: v for k, v in err.items() if k != "input"} for err in exc.errors()]
         return JSONResponse({"detail": _validation_message(errors), "errors": jsonable_encoder(errors)},
                             status_code=422)
 

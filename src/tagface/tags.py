@@ -50,6 +50,11 @@ def canonical(word: str) -> str:
     return SYNONYMS.get(word, word)
 
 
+def _shown(text: str, limit: int = 60) -> str:
+    """The user's text quoted in an error, cut short: an error message stays one readable line."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
 def _check(word: str, kind: str) -> str:
     allowed = HAIR_COLOURS if kind == "hair" else EYE_COLOURS
     colour = canonical(word)
@@ -59,7 +64,7 @@ def _check(word: str, kind: str) -> str:
     close = [c for c in difflib.get_close_matches(colour, allowed + tuple(SYNONYMS), n=3, cutoff=0.5)
              if canonical(c) in allowed]
     hint = f"; did you mean '{canonical(close[0])}'?" if close else ""
-    raise TagfaceError(f"unknown {noun} colour '{word.strip().lower()}'{hint}; allowed {noun} colours: {' '.join(allowed)}")
+    raise TagfaceError(f"unknown {noun} colour {_shown(word.strip().lower())}{hint}; allowed {noun} colours: {' '.join(allowed)}")
 
 
 def parse_tags(text: str, *, allow_missing: bool = True) -> Tags:
@@ -83,28 +88,28 @@ def parse_tags(text: str, *, allow_missing: bool = True) -> Tags:
                 found[kind].append(words[i + 1])  # 'hair: blue'
                 i += 1
             else:
-                raise TagfaceError(f"'{w}' in {text!r} has no colour; write e.g. 'blue hair red eyes'")
+                raise TagfaceError(f"{_shown(w)} in {_shown(text)} has no colour; write e.g. 'blue hair red eyes'")
         elif w in FILLER_WORDS:
             pass
         elif pending is not None:
-            raise TagfaceError(f"cannot read '{pending} {w}' in {text!r}; write e.g. 'blue hair red eyes'")
+            raise TagfaceError(f"cannot read {_shown(pending + ' ' + w)} in {_shown(text)}; write e.g. 'blue hair red eyes'")
         else:
             pending = w
         i += 1
     if pending is not None:
         raise TagfaceError(
-            f"'{pending}' in {text!r} is not followed by 'hair' or 'eyes'; write e.g. 'blue hair red eyes'"
+            f"{_shown(pending)} in {_shown(text)} is not followed by 'hair' or 'eyes'; write e.g. 'blue hair red eyes'"
         )
     result = {}
     for kind, colours in found.items():
         colours = list(dict.fromkeys(_check(c, kind) for c in colours))
         if len(colours) > 1:
-            raise TagfaceError(f"several {kind} colours in {text!r}: {' '.join(colours)}; give one")
+            raise TagfaceError(f"several {kind} colours in {_shown(text)}: {' '.join(colours)}; give one")
         result[kind] = colours[0] if colours else None
     if not allow_missing and (result["hair"] is None or result["eyes"] is None):
-        raise TagfaceError(f"{text!r} needs both a hair and an eye colour")
+        raise TagfaceError(f"{_shown(text)} needs both a hair and an eye colour")
     if result["hair"] is None and result["eyes"] is None and not text.strip() == "":
-        raise TagfaceError(f"no hair or eye colour found in {text!r}; write e.g. 'blue hair red eyes'")
+        raise TagfaceError(f"no hair or eye colour found in {_shown(text)}; write e.g. 'blue hair red eyes'")
     return Tags(result["hair"], result["eyes"])
 
 
