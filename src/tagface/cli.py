@@ -264,6 +264,28 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_crop(args) -> int:
+    from .crop import CascadeDetector, crop_faces, find_pictures
+    if not 0 < args.scale <= 4:
+        raise TagfaceError(f"--scale {args.scale}: allowed range is (0, 4]; 1 crops the detector's box")
+    if not -1 <= args.shift <= 1:
+        raise TagfaceError(f"--shift {args.shift}: allowed range is [-1, 1] (a fraction of the face's height)")
+    detect = CascadeDetector(args.cascade, args.min_size, args.neighbours)  # a missing cascade fails before any work
+    pictures = find_pictures(args.pictures, skip=Path(args.out))
+    if not pictures:
+        raise TagfaceError(f"no pictures (jpg, jpeg, png, webp or bmp) in {' '.join(args.pictures)}")
+    progress = None
+    if not args.no_progress:
+        from tqdm import tqdm
+        progress = lambda items: tqdm(items, desc="crop", unit="picture")  # noqa: E731
+    report = crop_faces(pictures, args.out, detect, args.size, args.scale, args.shift, args.overwrite, progress)
+    print(json.dumps(report))
+    print(f"tagface: {report['faces']} faces from {report['pictures']} pictures ({report['without_face']} without a "
+          f"face, {report['unreadable']} unreadable) in {args.out}/faces; next: tagface tagger relabel --data "
+          f"{args.out} --out {args.out}/labelled.csv", file=sys.stderr)
+    return 0
+
+
 def cmd_export(args) -> int:
     from .export import export_checkpoint, export_discriminator
     if args.discriminator:
@@ -400,6 +422,21 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--threads", type=positive(int), default=1, help="torch threads per model call (default 1)")
     sv.add_argument("--no-access-log", action="store_true", help="do not log each request")
     sv.set_defaults(func=cmd_serve)
+
+    c = sub.add_parser("crop", help="cut anime faces out of pictures (lbpcascade_animeface) into a data folder")
+    c.add_argument("pictures", nargs="+", help="picture files or folders (searched recursively)")
+    c.add_argument("--out", required=True, help="data folder: faces/<id>.png, tags.csv (colours blank), crops.csv")
+    c.add_argument("--cascade", help="lbpcascade_animeface.xml (default: $TAGFACE_CASCADE)")
+    c.add_argument("--size", type=positive(int), default=96, help="side of the written faces in px (default 96)")
+    c.add_argument("--scale", type=float, default=1.0,
+                   help="crop side / the detector's box side (default 1: the framing of the course data)")
+    c.add_argument("--shift", type=float, default=0.0, help="raise the crop by this fraction of the face's height")
+    c.add_argument("--min-size", type=positive(int), default=32, help="smallest face to find, in px (default 32)")
+    c.add_argument("--neighbours", type=positive(int), default=5,
+                   help="detections a face needs (default 5; more: fewer false faces, more missed)")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing OUT/tags.csv")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c.set_defaults(func=cmd_crop)
 
     x = sub.add_parser("export", help="export a generator: ONNX, or slim (fp16) safetensors")
     x.add_argument("--checkpoint", help="run directory or .safetensors file (default: the shipped model)")
