@@ -242,6 +242,20 @@ def test_real_faces_drawn_like_the_grid_are_the_floor_of_the_grid_reading():
     assert "Real faces drawn as the grid draws them (1 for each of 132 pairs" in markdown_report(r)
 
 
+def test_real_faces_drawn_like_the_grid_give_the_chance_level_of_low_pair_diversity():
+    faces = colour_coded_faces(8000)
+    shade = torch.randint(-40, 41, (8000, 3, 1, 1), generator=torch.Generator().manual_seed(3))
+    faces.images = (faces.images.int() + shade).clamp(0, 255).to(torch.uint8)  # faces of a pair now differ
+    r = evaluate(PaintedGenerator(wild_eyes=-1), HalvesTagger().eval(), faces, samples_per_tag=8)
+    div = r["diversity_ratio"]
+    # the stand-in draws one face per pair, over and over: every pair is below 0.8, collapsed even
+    compared = len(r["real_heldout"]["diversity_per_pair"])  # pairs with 2+ held-out real faces
+    assert compared > 120 and len(div["pairs_below_0.8"]) == len(div["pairs_collapsed"]) == compared
+    # real faces, 8 per pair as the grid asks, fall below 0.8 only by chance
+    assert len(div["real_grid_pairs_below_0.8"]) < 20 and 0.25 < div["real_grid_min"] < 1
+    assert "pairs below 0.8 by chance" in markdown_report(r)
+
+
 def test_tagger_learns_a_toy_colour_code():
     torch.manual_seed(0)
     faces = colour_coded_faces(768)

@@ -216,10 +216,10 @@ def evaluate(gen: FaceGenerator | PipelineFaces, tagger: TaggerNet, real: FaceSe
     pool = (~held).nonzero().squeeze(1) if split else torch.arange(len(real))
     like_grid = _draw_like(real, pool, Labels(labels.hair[asked_held], labels.eyes[asked_held]), seed + 4)
     found = like_grid[like_grid >= 0]
-    real_grid = None
+    real_grid, found_feat = None, None
     if len(found) >= 2:
-        fd = _frechet_to_real_halves(extract_features(tagger, real.images[found]), real_feat, perm,
-                                     _fake_order(len(found), seed + 2))
+        found_feat = extract_features(tagger, real.images[found])
+        fd = _frechet_to_real_halves(found_feat, real_feat, perm, _fake_order(len(found), seed + 2))
         real_grid = {"real_grid_vs_real": fd["generated_vs_real"], "real_vs_real": fd["real_vs_real"],
                      "ratio": fd["ratio"], "n_per_set": fd["n_per_set"],
                      "pairs": len((real.hair[found] * N_EYES + real.eyes[found]).unique()),
@@ -232,6 +232,9 @@ def evaluate(gen: FaceGenerator | PipelineFaces, tagger: TaggerNet, real: FaceSe
     div_fake = _per_pair_diversity(fake_feat, labels.hair, labels.eyes)
     div_real = _per_pair_diversity(real_feat, real_held.hair, real_held.eyes)
     ratios = {k: div_fake[k] / v for k, v in div_real.items() if k in div_fake and v > 0}
+    # the same ratios for real faces drawn as the grid draws them: how many pairs fall below 0.8 by chance alone
+    div_grid = _per_pair_diversity(found_feat, real.hair[found], real.eyes[found]) if found_feat is not None else {}
+    grid_ratios = {k: div_grid[k] / v for k, v in div_real.items() if k in div_grid and v > 0}
 
     # The matched set: faces drawn with the tags of real half b, so that against real half a they differ from
     # real half b only in being generated (the grid above asks every pair equally often; the data does not).
@@ -260,7 +263,9 @@ def evaluate(gen: FaceGenerator | PipelineFaces, tagger: TaggerNet, real: FaceSe
         "diversity_ratio": {"mean": float(np.mean(list(ratios.values()))) if ratios else None,
                             "min": min(ratios.values()) if ratios else None,
                             "pairs_below_0.8": sorted(k for k, r in ratios.items() if r < 0.8),
-                            "pairs_collapsed": sorted(k for k, r in ratios.items() if r < COLLAPSED)},
+                            "pairs_collapsed": sorted(k for k, r in ratios.items() if r < COLLAPSED),
+                            "real_grid_pairs_below_0.8": sorted(k for k, r in grid_ratios.items() if r < 0.8),
+                            "real_grid_min": min(grid_ratios.values()) if grid_ratios else None},
         "matched": {"n": half, "frechet_generated_vs_real": fd_matched, "frechet_real_vs_real": fd_matched_real,
                     "frechet_ratio": fd_matched / fd_matched_real if fd_matched_real > 0 else None,
                     "diversity_ratio_per_tag": tag_ratios,
@@ -357,7 +362,10 @@ def markdown_report(r: dict) -> str:
         f"Diversity ratio generated / real per pair: mean {_fmt(r['diversity_ratio']['mean'])}, min "
         f"{_fmt(r['diversity_ratio']['min'])}; lowest generated pair diversity {_fmt(g['diversity_min'])}; "
         f"pairs below 0.8: {len(r['diversity_ratio']['pairs_below_0.8'])}; collapsed (below {COLLAPSED}): "
-        f"{len(r['diversity_ratio'].get('pairs_collapsed', []))}.", "",
+        f"{len(r['diversity_ratio'].get('pairs_collapsed', []))}"
+        + (f"; real faces drawn as the grid draws them: {len(r['diversity_ratio']['real_grid_pairs_below_0.8'])} "
+           f"pairs below 0.8 by chance, lowest {_fmt(r['diversity_ratio']['real_grid_min'])}"
+           if "real_grid_pairs_below_0.8" in r["diversity_ratio"] else "") + ".", "",
         *_matched_lines(r.get("matched")),
         "| hair colour | accuracy |", "| --- | --- |",
         *[f"| {c} | {_fmt(v)} |" for c, v in g["per_hair"].items()], "",
