@@ -76,6 +76,15 @@ def test_generate_corrupt_checkpoint(capsys, tmp_path):
     assert str(bad) in line
 
 
+def test_generate_with_a_discriminator_file_says_what_it_holds(capsys, tiny_generator, tmp_path):
+    from safetensors.torch import load_file, save_file
+    from tagface.checkpoint import read_metadata
+    other = tmp_path / "default-discriminator.safetensors"
+    save_file(load_file(tiny_generator), other, {**read_metadata(tiny_generator), "tagface.kind": "discriminator"})
+    line = run_error(capsys, ["generate", "blue hair red eyes", "--checkpoint", other, "--out", tmp_path / "g.png"])
+    assert f"{other} holds a discriminator, not a generator" in line
+
+
 def test_generate_needs_exactly_one_source_of_tags(capsys, tiny_generator, tmp_path):
     line = run_error(capsys, ["generate", "blue hair", "--tag-grid", "--checkpoint", tiny_generator])
     assert "exactly one" in line

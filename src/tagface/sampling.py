@@ -113,6 +113,9 @@ class FaceGenerator:
         meta = read_metadata(p)
         if "tagface.recipe" not in meta:
             raise TagfaceError(f"{p} is not a tagface checkpoint (no recipe in its metadata)")
+        if meta.get("tagface.kind", "generator") != "generator":  # e.g. the discriminator shipped beside the model
+            raise TagfaceError(f"{p} holds a {meta['tagface.kind']}, not a generator; pass the generator file "
+                               "or the run directory")
         recipe = Recipe.from_dict(json.loads(meta["tagface.recipe"]), str(p))
         if "tagface.state" in meta:  # a full training checkpoint: take the EMA generator
             tensors, freq = load_state(p)[0]["G_ema"], TagFrequencies.uniform()
