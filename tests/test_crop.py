@@ -145,3 +145,11 @@ def test_the_real_cascade_finds_real_anime_faces_and_not_a_blank_wall():
         found += bool(boxes)
     assert found >= 7, found
     assert detect(np.full((360, 480, 3), 230, np.uint8)) == []
+
+
+def test_a_picture_too_large_to_open_safely_is_counted_unreadable(tmp_path, monkeypatch):
+    picture(tmp_path / "pics" / "a.png", [(10, 10, 40)])
+    picture(tmp_path / "pics" / "b.png", [(10, 10, 40)])
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200 * 120 // 3)  # Pillow refuses pictures past twice this
+    report = crop_faces(find_pictures([tmp_path / "pics"]), tmp_path / "out", red_boxes, size=16)
+    assert report["unreadable"] == 2 and report["faces"] == 0

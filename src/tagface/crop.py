@@ -121,7 +121,7 @@ def crop_faces(pictures: list[Path], out: str | Path, detect: Callable[[np.ndarr
         try:
             with Image.open(picture) as im:
                 rgb = ImageOps.exif_transpose(im).convert("RGB")
-        except (UnidentifiedImageError, OSError, ValueError):
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
             report["unreadable"] += 1
             continue
         boxes = sorted(detect(np.asarray(rgb)), key=lambda b: (-b.w * b.h, b.y, b.x))

@@ -170,7 +170,7 @@ def decode(path: Path, resolution: int) -> np.ndarray | None:
             if s != resolution:
                 im = im.resize((resolution, resolution), Image.Resampling.BICUBIC)
             return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
-    except (OSError, ValueError, SyntaxError):
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
 
 
