@@ -327,8 +327,8 @@ def _real_grid_lines(rg: dict | None, samples_per_tag: int) -> list[str]:
         return []
     return [f"Real faces drawn as the grid draws them ({samples_per_tag} for each of {rg['pairs']} pairs, from outside "
             f"the held-out split), {rg['n_per_set']} faces per set: vs real {_fmt(rg['real_grid_vs_real'])}, ratio "
-            f"{_fmt(rg['ratio'])}, the lowest the grid's ratio can be for a generator that draws every pair as the "
-            f"real faces do; the generated grid over the same pairs is {_fmt(rg['generated_over_real_grid'])} times "
+            f"{_fmt(rg['ratio'])}: what the grid's ratio is for a generator that draws every pair as the real faces "
+            f"do; the generated grid over the same pairs is {_fmt(rg['generated_over_real_grid'])} times "
             f"their distance.", ""]
 
 
