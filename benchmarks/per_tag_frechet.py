@@ -19,7 +19,8 @@ from tagface.data import load_folder
 from tagface.errors import TagfaceError
 from tagface.evaluation import feature_stats, frechet_distance
 from tagface.losses import Labels
-from tagface.sampling import FaceGenerator, image_grid
+from tagface.images import image_grid
+from tagface.sampling import FaceGenerator
 from tagface.tagger import extract_features, load_tagger
 from tagface.tags import EYE_COLOURS, HAIR_COLOURS
 

@@ -2,6 +2,7 @@ import json
 import os
 
 import pytest
+import safetensors.torch
 import torch
 
 import tagface.checkpoint as ckpt
@@ -125,7 +126,7 @@ def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path, monkeypatch):
             fh.write(b"\x10\x00\x00\x00partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(ckpt, "save_file", broken_save_file)
+    monkeypatch.setattr(safetensors.torch, "save_file", broken_save_file)  # imported when a save runs
     with pytest.raises(OSError, match="disk full"):
         save_state({"step": 2, "w": torch.zeros(3)}, path)
     assert path.read_bytes() == before
@@ -142,7 +143,7 @@ def test_atomic_write_interrupt_also_cleans_up(tmp_path, monkeypatch):
         open(filename, "wb").write(b"xx")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ckpt, "save_file", interrupted)
+    monkeypatch.setattr(safetensors.torch, "save_file", interrupted)
     with pytest.raises(KeyboardInterrupt):
         atomic_save_tensors({"w": torch.ones(2)}, path)
     assert list(tmp_path.iterdir()) == []

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tagface.sampling import FaceGenerator, default_model_path
+from tagface.checkpoint import default_model_path
+from tagface.sampling import FaceGenerator
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))

@@ -1,9 +1,11 @@
 """The weights that ship inside the package: present, within their size budgets, and working together."""
+import numpy as np
 import torch
 
-from tagface.checkpoint import read_metadata
+from tagface.checkpoint import default_model_path, read_metadata
 from tagface.export import discriminator_path
-from tagface.sampling import FaceGenerator, default_model_path
+from tagface.numpy_generator import NumpyGenerator, load_generator
+from tagface.sampling import FaceGenerator
 from tagface.tagger import accuracy, default_tagger_path, load_tagger, predict_logits
 from tagface.tags import EYE_COLOURS, HAIR_COLOURS, parse_tags
 
@@ -29,6 +31,15 @@ def test_default_generator_loads_without_a_checkpoint_and_is_deterministic():
     assert a.shape == (4, 3, gen.resolution, gen.resolution) and a.dtype == torch.uint8
     assert torch.equal(a, b)
     assert not torch.equal(a, gen.generate(tags, 4, seed=2))
+
+
+def test_generate_draws_the_shipped_model_without_torch_and_the_same_faces():
+    """`tagface generate` takes the numpy path for the shipped model; the fp16 file must draw as torch draws it."""
+    npg, gen = load_generator(), FaceGenerator.load()
+    assert isinstance(npg, NumpyGenerator) and npg.step == gen.step
+    tags = parse_tags("pink hair aqua eyes")
+    diff = np.abs(npg.generate(tags, 16, seed=4).astype(int) - gen.generate(tags, 16, seed=4).numpy().astype(int))
+    assert diff.max() <= 1 and diff.mean() < 1e-3
 
 
 def test_default_model_says_it_never_learnt_gray_eyes():

@@ -14,8 +14,9 @@ from tagface.config import load_recipe, parse_stages
 from tagface.errors import TagfaceError
 from tagface.losses import Labels
 from tagface.checkpoint import load_state, load_tensors
-from tagface.sampling import FaceGenerator, read_tags_file, standing_batchnorm, write_course_samples
-from tagface.tags import TagFrequencies
+from tagface.images import write_course_samples
+from tagface.sampling import FaceGenerator, standing_batchnorm
+from tagface.tags import TagFrequencies, read_tags_file
 from tagface.training import ReplayBuffer, Trainer
 
 from test_models_losses import random_faces, tiny_recipe, TINY
@@ -447,7 +448,7 @@ def test_init_to_its_own_step_warms_a_discriminator_for_a_generator_file(tmp_pat
 
 
 def test_the_shipped_model_fine_tunes_from_its_own_step(tmp_path, capsys, monkeypatch):
-    from tagface.sampling import default_model_path
+    from tagface.checkpoint import default_model_path
     if not default_model_path().exists():
         pytest.skip("no default model in this install")
     monkeypatch.setenv("TAGFACE_CACHE", str(tmp_path / "cache"))

@@ -1,5 +1,8 @@
 """Checkpoints as safetensors, written atomically, with no pickle anywhere.
 
+Imports torch only inside the functions that need it: `tagface generate` reads metadata and writes images
+through this module without torch (numpy_generator).
+
 A training state is a nested structure of dicts, lists, tensors and plain values (model and optimizer
 state dicts, RNG states, counters). `flatten` splits it into a flat {key: tensor} map for safetensors and a
 JSON skeleton for everything else; `unflatten` puts it back together.
@@ -10,15 +13,18 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from importlib import resources
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from .errors import TagfaceError
 
+if TYPE_CHECKING:
+    import torch
+
 SKELETON_KEY = "tagface.state"
+DEFAULT_MODEL = "default.safetensors"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -49,12 +55,14 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
     tensors = {k: v.detach().contiguous() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def flatten(obj: Any, tensors: dict[str, torch.Tensor], prefix: str = "") -> Any:
     """Replace every tensor in obj by {'__tensor__': key}, collecting the tensors."""
+    import torch
     if isinstance(obj, torch.Tensor):
         tensors[prefix] = obj
         return {"__tensor__": prefix}
@@ -100,7 +108,7 @@ def save_state(state: dict, path: str | Path, metadata: dict[str, str] | None = 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
     try:
-        with safe_open(str(path), framework="pt") as fh:
+        with safe_open(str(path), framework="numpy") as fh:  # metadata only: no need for torch
             return dict(fh.metadata() or {})
     except FileNotFoundError:
         raise TagfaceError(f"checkpoint {path} does not exist") from None
@@ -137,6 +145,21 @@ def run_file(path: str | Path, names: tuple[str, ...], hint: str = "") -> Path:
     if not p.exists():
         raise TagfaceError(f"checkpoint {p} does not exist")
     return p
+
+
+def default_model_path() -> Path:
+    return Path(str(resources.files("tagface") / "weights" / DEFAULT_MODEL))
+
+
+def resolve_checkpoint(path: str | Path | None) -> Path:
+    """--checkpoint: a generator or training file, a run directory, or None for the model shipped in the package."""
+    if path is None:
+        p = default_model_path()
+        if not p.exists():
+            raise TagfaceError("no default model is shipped in this install; pass --checkpoint RUN_DIR_OR_FILE "
+                               "(train one with `tagface train`)")
+        return p
+    return run_file(path, ("generator.safetensors", "checkpoint.safetensors"))
 
 
 def load_resume_state(path: Path, kind: str | None = None, what: str = "training") -> dict:

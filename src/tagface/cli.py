@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -25,6 +26,14 @@ def positive(kind, allow_zero: bool = False):
             raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
         return value
     return parse
+
+
+def lazy(module: str, name: str):
+    """A command's function, imported only when that command runs: building the parser imports no torch, so
+    `tagface generate` (numpy_generator) and `--help` start without it."""
+    def run(args) -> int:
+        return getattr(importlib.import_module(f"tagface.{module}"), name)(args)
+    return run
 
 
 def truncation(text: str) -> float:
@@ -135,21 +144,23 @@ def cmd_generate(args) -> int:
     if getattr(args, "pipeline", "gan") == "gray-colorize":
         from .colorize import cmd_generate_pipeline
         return cmd_generate_pipeline(args)
-    from .sampling import FaceGenerator, image_grid, read_tags_file, save_pil, tag_grid, write_course_samples
-    from .tags import parse_tags
+    from .images import image_grid, save_pil, write_course_samples
+    from .numpy_generator import load_generator
+    from .tags import parse_tags, read_tags_file
 
     given = [bool(args.tags), bool(args.tags_file), args.tag_grid]
     if sum(given) != 1:
         raise TagfaceError("give exactly one of: TAGS (e.g. \"blue hair red eyes\"), --tags-file FILE, --tag-grid")
     request = parse_tags(args.tags) if args.tags else None  # a typo is reported before any model loads
     entries = read_tags_file(args.tags_file) if args.tags_file else None
-    gen = FaceGenerator.load(args.checkpoint, device=resolve_device(args.device))
+    # the shipped model draws with numpy on the CPU: no torch import, a quarter of the command's time
+    gen = load_generator(args.checkpoint, device=args.device if args.device == "cpu" else resolve_device(args.device))
     if entries:
         written = write_course_samples(gen, entries, args.out, args.n, args.seed, args.truncation)
         print(f"tagface: wrote {len(written)} images to {args.out}", file=sys.stderr)
         return 0
     if args.tag_grid:
-        save_pil(image_grid(tag_grid(gen, args.seed, args.truncation), ncol=11), args.out)
+        save_pil(image_grid(gen.tag_grid(args.seed, args.truncation), ncol=11), args.out)
         print(f"tagface: wrote the 12 x 11 hair x eye grid to {args.out}", file=sys.stderr)
         return 0
     tags, notes = gen.complete(request, args.seed)
@@ -471,11 +482,94 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("recipes", help="list the seed recipes")
     r.set_defaults(func=cmd_recipes)
-    from .translate import add_commands as add_translate_commands
     add_translate_commands(sub)
-    from .colorize import add_commands as add_colorize_commands
-    add_colorize_commands(sub)
+    add_pipeline_commands(sub)
     return p
+
+
+def add_translate_commands(sub) -> None:
+    """The `tagface translate` parser with its `train` and `run` subcommands."""
+    tl = sub.add_parser("translate", help="unpaired image-to-image translation between two folders (CycleGAN)")
+    tsub = tl.add_subparsers(dest="translate_command", required=True)
+
+    t = tsub.add_parser("train", help="train a CycleGAN between the images of two folders")
+    t.add_argument("--a", help="folder of domain A images (searched recursively; no tags needed)")
+    t.add_argument("--b", help="folder of domain B images")
+    t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--steps", type=positive(int), help="train until this step (default 2000)")
+    t.add_argument("--resolution", type=positive(int), help="image side, a multiple of 4 (default 64)")
+    t.add_argument("--batch-size", type=positive(int), help="images per domain per step (default 4)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    t.add_argument("--seed", type=int, help="seed of weights, data order and augmentation (default 0)")
+    t.add_argument("--threads", type=positive(int), help="CPU threads for torch")
+    t.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    t.add_argument("--cache-dir", help="where decoded images are cached (default ~/.cache/tagface or $TAGFACE_CACHE)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    h = t.add_argument_group("model and loss (defaults: the paper's, networks sized for a CPU)")
+    h.add_argument("--g-channels", type=positive(int), help="generator base channels (default 32)")
+    h.add_argument("--g-blocks", type=positive(int), help="generator residual blocks (default 6)")
+    h.add_argument("--d-channels", type=positive(int), help="discriminator base channels (default 64)")
+    h.add_argument("--d-layers", type=positive(int), help="discriminator feature layers (default 3: C64-C128-C256)")
+    h.add_argument("--cycle-weight", type=float, help="weight of the L1 cycle loss (default 10)")
+    h.add_argument("--identity", type=float, help="identity-loss weight as a fraction of the cycle weight "
+                   "(default 0.5; 0 turns it off)")
+    h.add_argument("--pool-size", type=int, help="fakes remembered per direction for D (default 50)")
+    h.add_argument("--lr", type=float, help="Adam learning rate (default 2e-4, betas 0.5, 0.999)")
+    h.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
+    h.add_argument("--log-every", type=positive(int), help="steps between metrics rows (default 10)")
+    h.add_argument("--sample-every", type=positive(int), help="steps between sample grids (default 250)")
+    h.add_argument("--checkpoint-every", type=positive(int), help="steps between checkpoints (default 250)")
+    t.set_defaults(func=lazy("translate", "cmd_translate_train"), saves_on_interrupt=True)
+
+    r = tsub.add_parser("run", help="translate images with a trained run")
+    r.add_argument("images", nargs="+", metavar="IMAGE")
+    r.add_argument("--checkpoint", required=True, help="run directory, translator.safetensors or checkpoint file")
+    r.add_argument("--out", required=True, help="folder for the translated images (OUT/<stem>.png)")
+    r.add_argument("--direction", choices=("a2b", "b2a"), default="a2b", help="a2b (default) or b2a")
+    r.add_argument("--device", default="cpu")
+    r.set_defaults(func=lazy("translate", "cmd_translate_run"))
+
+    e = tsub.add_parser("evaluate", help="how close translations are to the other folder, and whether the tagger's "
+                        "hair/eye colours survive")
+    e.add_argument("--checkpoint", required=True, help="run directory, translator.safetensors or checkpoint file")
+    e.add_argument("--a", help="domain A folder (default: the one the run was trained on)")
+    e.add_argument("--b", help="domain B folder (default: the one the run was trained on)")
+    e.add_argument("--out", required=True, help="report folder (report.json, report.md)")
+    e.add_argument("--n", type=positive(int), default=1000, help="images per set (default 1000)")
+    e.add_argument("--tagger", help="tagger file (default: the shipped one)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--cache-dir")
+    e.set_defaults(func=lazy("translate", "cmd_translate_evaluate"))
+
+
+def add_pipeline_commands(sub) -> None:
+    """`tagface pipeline train|colorize` (the generate command's --pipeline option is in cli.py)."""
+    pl = sub.add_parser("pipeline", help="report 000's two stages: gray face generator + tag colorizer")
+    psub = pl.add_subparsers(dest="pipeline_command", required=True)
+
+    t = psub.add_parser("train", help="train the gray generator and the colorizer (alternating steps)")
+    t.add_argument("--data", action="append", help="data folder with tags.csv (repeat to combine folders)")
+    t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--steps", type=positive(int), help="train until this step (default: the config's steps, 3000)")
+    t.add_argument("--colorizer-loss", help="mse | l1 | gan (default mse)")
+    t.add_argument("--resolution", type=int, help="face size in px, a multiple of 16 (default 64)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. colorizer.channels=16 or batch_size=32")
+    t.add_argument("--threads", type=positive(int), help="CPU threads for torch")
+    t.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    t.add_argument("--cache-dir", help="where decoded data is cached (default ~/.cache/tagface or $TAGFACE_CACHE)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=lazy("colorize", "cmd_pipeline_train"), saves_on_interrupt=True)
+
+    c = psub.add_parser("colorize", help="colour face images (converted to gray) for the given tags")
+    c.add_argument("images", nargs="+", help="image files; each is written as OUT/<stem>.png")
+    c.add_argument("--checkpoint", required=True, help="pipeline run directory or pipeline.safetensors")
+    c.add_argument("--tags", required=True, help="e.g. \"blue hair red eyes\"; a missing colour is sampled")
+    c.add_argument("--out", required=True, help="output folder")
+    c.add_argument("--seed", type=int, default=0, help="seed for sampling a missing colour")
+    c.add_argument("--device", default="cpu")
+    c.set_defaults(func=lazy("colorize", "cmd_pipeline_colorize"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,12 +37,13 @@ from .checkpoint import (atomic_save_tensors, atomic_write_text, load_resume_sta
                          read_metadata, run_file, save_state)
 from .config import ModelConfig, apply_overrides, build_dataclass
 from .data import FaceSet, augment, decode, load_datasets, to_float, to_uint8
-from .cli import positive, resolve_device
+from .cli import resolve_device
 from .errors import TagfaceError
+from .images import image_grid, save_pil, write_course_samples
 from .losses import ADVERSARIAL, Labels
 from .models import DCGANGenerator, dcgan_discriminator, init_weights
-from .sampling import image_grid, read_tags_file, save_image_grid, save_pil, write_course_samples
-from .tags import EYE_COLOURS, HAIR_COLOURS, N_HAIR, N_TAGS, TagFrequencies, Tags, parse_tags
+from .sampling import save_image_grid
+from .tags import EYE_COLOURS, HAIR_COLOURS, N_HAIR, N_TAGS, TagFrequencies, Tags, parse_tags, read_tags_file
 from .training import BatchSampler, fit_loop, update_ema
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -510,7 +511,7 @@ class ColorizePipeline:
         return torch.randn(rows, self.cfg.gray.z_dim, generator=torch.Generator().manual_seed(seed))[:n] * t
 
     def complete(self, tags: Tags, seed: int) -> tuple[Tags, list[str]]:
-        return self.freq.complete(tags, torch.Generator().manual_seed(seed + 7919))
+        return self.freq.complete(tags, seed + 7919)
 
     @torch.no_grad()
     def draw(self, z: torch.Tensor, darkness: torch.Tensor, labels: Labels,
@@ -684,33 +685,3 @@ def cmd_pipeline_colorize(args) -> int:
         save_pil(Image.fromarray(img.permute(1, 2, 0).numpy()), out / f"{stem}.png")
     _say(f"coloured {len(stems)} image(s) for {tags} into {out}")
     return 0
-
-
-def add_commands(sub) -> None:
-    """`tagface pipeline train|colorize` (the generate command's --pipeline option is in cli.py)."""
-    pl = sub.add_parser("pipeline", help="report 000's two stages: gray face generator + tag colorizer")
-    psub = pl.add_subparsers(dest="pipeline_command", required=True)
-
-    t = psub.add_parser("train", help="train the gray generator and the colorizer (alternating steps)")
-    t.add_argument("--data", action="append", help="data folder with tags.csv (repeat to combine folders)")
-    t.add_argument("--out", required=True, help="run directory")
-    t.add_argument("--steps", type=positive(int), help="train until this step (default: the config's steps, 3000)")
-    t.add_argument("--colorizer-loss", help=f"{' | '.join(COLORIZER_LOSSES)} (default mse)")
-    t.add_argument("--resolution", type=int, help="face size in px, a multiple of 16 (default 64)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. colorizer.channels=16 or batch_size=32")
-    t.add_argument("--threads", type=positive(int), help="CPU threads for torch")
-    t.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    t.add_argument("--cache-dir", help="where decoded data is cached (default ~/.cache/tagface or $TAGFACE_CACHE)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.set_defaults(func=cmd_pipeline_train, saves_on_interrupt=True)
-
-    c = psub.add_parser("colorize", help="colour face images (converted to gray) for the given tags")
-    c.add_argument("images", nargs="+", help="image files; each is written as OUT/<stem>.png")
-    c.add_argument("--checkpoint", required=True, help="pipeline run directory or pipeline.safetensors")
-    c.add_argument("--tags", required=True, help="e.g. \"blue hair red eyes\"; a missing colour is sampled")
-    c.add_argument("--out", required=True, help="output folder")
-    c.add_argument("--seed", type=int, default=0, help="seed for sampling a missing colour")
-    c.add_argument("--device", default="cpu")
-    c.set_defaults(func=cmd_pipeline_colorize)

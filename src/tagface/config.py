@@ -85,6 +85,13 @@ class SampleConfig:
     truncation: float = 1.0           # noise intensity: z ~ N(0, T^2); lower is safer, less varied
     standing_stats: int = 50          # batches of 64 that recompute the saved generator's BatchNorm statistics; 0: off
 
+    def truncation_or_default(self, truncation: float | None) -> float:
+        """The truncation to draw with: the one asked for, checked, else this recipe's."""
+        t = self.truncation if truncation is None else truncation
+        if not 0 < t <= 2:
+            raise TagfaceError(f"--truncation {t}: allowed range is (0, 2]; 1 is the training distribution")
+        return t
+
 
 # what a stage may change mid-run: loss weights and optimiser settings, never the networks, the data or the batch
 STAGE_KEYS = {

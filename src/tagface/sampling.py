@@ -1,34 +1,29 @@
-"""Loading a trained generator and drawing faces: grids, the course's sample files, seeds and truncation.
+"""Loading a trained generator and drawing faces with torch: seeds, truncation, grids, standing statistics.
 
 A generator file is a safetensors file of G's weights whose metadata carries the recipe and the training
 data's tag frequencies, so it is all `generate` needs. A run directory or a full training checkpoint works
-too (the EMA weights are taken); with no checkpoint the default model shipped in the package is used.
+too (the EMA weights are taken); with no checkpoint the default model shipped in the package is used. Writing
+the pictures is images' job; numpy_generator draws the same faces from DCGAN generator files without torch.
 """
 from __future__ import annotations
 
 import copy
 import json
-import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
-from PIL import Image
 
 from . import __version__
-from .checkpoint import (atomic_save_tensors, atomic_write, load_state, load_tensors, load_weights, read_metadata,
-                         run_file)
+from .checkpoint import atomic_save_tensors, load_state, load_tensors, load_weights, read_metadata, resolve_checkpoint
 from .config import Recipe
 from .data import to_uint8
-from .errors import TagfaceError, read_user_text
+from .errors import TagfaceError
+from .images import image_grid, save_pil
 from .losses import Labels
 from .models import build_generator
-from .tags import EYE_COLOURS, HAIR_COLOURS, TagFrequencies, Tags, parse_tags
-
-DEFAULT_MODEL = "default.safetensors"
+from .tags import EYE_COLOURS, HAIR_COLOURS, TagFrequencies, Tags
 
 
 def save_generator(G: nn.Module, recipe: Recipe, freq: TagFrequencies, path: str | Path, step: int = 0,
@@ -65,20 +60,6 @@ def standing_batchnorm(G: nn.Module, freq: TagFrequencies, z_dim: int, batches: 
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     return G.eval()
-
-
-def default_model_path() -> Path:
-    return Path(str(resources.files("tagface") / "weights" / DEFAULT_MODEL))
-
-
-def resolve_checkpoint(path: str | Path | None) -> Path:
-    if path is None:
-        p = default_model_path()
-        if not p.exists():
-            raise TagfaceError("no default model is shipped in this install; pass --checkpoint RUN_DIR_OR_FILE "
-                               "(train one with `tagface train`)")
-        return p
-    return run_file(path, ("generator.safetensors", "checkpoint.safetensors"))
 
 
 @dataclass
@@ -132,16 +113,14 @@ class FaceGenerator:
 
     def noise(self, n: int, seed: int, truncation: float | None = None) -> torch.Tensor:
         """n noise vectors from a seed; truncation scales them (report 000's lowered noise)."""
-        t = self.recipe.sample.truncation if truncation is None else truncation
-        if not 0 < t <= 2:
-            raise TagfaceError(f"--truncation {t}: allowed range is (0, 2]; 1 is the training distribution")
+        t = self.recipe.sample.truncation_or_default(truncation)
         # torch's CPU normal sampler fills blocks of 16 values, so draw whole blocks of faces: face i of a
         # seed is then the same whether 3 or 30 faces are asked for
         rows = -(-n // 16) * 16
         return torch.randn(rows, self.z_dim, generator=torch.Generator().manual_seed(seed))[:n] * t
 
     def complete(self, tags: Tags, seed: int) -> tuple[Tags, list[str]]:
-        return self.freq.complete(tags, torch.Generator().manual_seed(seed + 7919))
+        return self.freq.complete(tags, seed + 7919)
 
     @torch.no_grad()
     def draw(self, z: torch.Tensor, labels: Labels, batch_size: int = 256) -> torch.Tensor:
@@ -156,6 +135,9 @@ class FaceGenerator:
             raise ValueError("complete the tags first")
         labels = Labels(torch.full((n,), HAIR_COLOURS.index(tags.hair)), torch.full((n,), EYE_COLOURS.index(tags.eyes)))
         return self.draw(self.noise(n, seed, truncation), labels)
+
+    def tag_grid(self, seed: int = 0, truncation: float | None = None) -> torch.Tensor:
+        return tag_grid(self, seed, truncation)
 
 
 def sample_grid_labels(per_row: int) -> Labels:
@@ -173,66 +155,5 @@ def tag_grid(gen: FaceGenerator, seed: int = 0, truncation: float | None = None)
     return gen.draw(z, labels)
 
 
-def image_grid(images: torch.Tensor, ncol: int, pad: int = 2) -> Image.Image:
-    """uint8 [N, 3, H, W] (or float in [-1, 1]) -> one Pillow image with `ncol` columns."""
-    if images.is_floating_point():
-        images = to_uint8(images)
-    n, _, h, w = images.shape
-    nrow = -(-n // ncol)
-    canvas = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, 3), 255, np.uint8)
-    arr = images.permute(0, 2, 3, 1).cpu().numpy()
-    for i in range(n):
-        r, c = divmod(i, ncol)
-        canvas[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = arr[i]
-    return Image.fromarray(canvas)
-
-
-def save_pil(image: Image.Image, path: str | Path, **kwargs) -> None:
-    path = Path(path)
-    fmt = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}.get(path.suffix.lower().lstrip("."))
-    if fmt is None:
-        raise TagfaceError(f"output {path}: unsupported image type; use .png, .jpg or .webp")
-    atomic_write(path, lambda tmp: image.save(tmp, format=fmt, **kwargs))
-
-
 def save_image_grid(images: torch.Tensor, path: str | Path, ncol: int = 8) -> None:
     save_pil(image_grid(images, ncol), path)
-
-
-_TAGS_LINE = re.compile(r"^\s*([^,]+?)\s*,(.*)$")
-
-
-def read_tags_file(path: str | Path) -> list[tuple[str, Tags]]:
-    """The course's testing_text.txt: lines '<id>,<tags>'."""
-    p = Path(path)
-    if not p.exists():
-        raise TagfaceError(f"--tags-file {p} does not exist")
-    entries = []
-    for lineno, line in enumerate(read_user_text(p).splitlines(), 1):
-        if not line.strip():
-            continue
-        m = _TAGS_LINE.match(line)
-        if not m:
-            raise TagfaceError(f"{p}:{lineno}: expected '<id>,<tags>', got {line!r}")
-        try:
-            entries.append((m.group(1), parse_tags(m.group(2))))
-        except TagfaceError as err:
-            raise TagfaceError(f"{p}:{lineno}: {err}") from None
-    if not entries:
-        raise TagfaceError(f"--tags-file {p} has no lines")
-    return entries
-
-
-def write_course_samples(gen: FaceGenerator, entries: list[tuple[str, Tags]], out_dir: str | Path, n: int,
-                         seed: int = 0, truncation: float | None = None) -> list[Path]:
-    """samples/sample_<id>_<k>.jpg for k = 1..n, as the course's grading scripts expect."""
-    out_dir, written = Path(out_dir), []
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for i, (ident, tags) in enumerate(entries):
-        tags, _ = gen.complete(tags, seed + i)
-        images = gen.generate(tags, n, seed=seed + i, truncation=truncation)
-        for k in range(n):
-            path = out_dir / f"sample_{ident}_{k + 1}.jpg"
-            save_pil(Image.fromarray(images[k].permute(1, 2, 0).numpy()), path, quality=95)
-            written.append(path)
-    return written

@@ -8,10 +8,15 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
-from .errors import TagfaceError
+from .errors import TagfaceError, read_user_text
+
+if TYPE_CHECKING:
+    import torch
 
 HAIR_COLOURS = ("orange", "white", "aqua", "gray", "green", "red", "purple", "pink", "blue", "black", "brown", "blonde")
 EYE_COLOURS = ("gray", "black", "orange", "pink", "yellow", "aqua", "purple", "green", "brown", "red", "blue")
@@ -127,7 +132,9 @@ def colour_set(field: str, kind: str) -> set[str]:
 
 
 def one_hot(hair: torch.Tensor, eyes: torch.Tensor) -> torch.Tensor:
-    """[B] hair and [B] eye indices to the [B, 23] float label vector that G and D read."""
+    """[B] hair and [B] eye indices to the [B, 23] float label vector that G and D read. Imports torch here, not
+    at the top: parsing tags (and the torch-free `tagface generate`, numpy_generator) never needs it."""
+    import torch
     out = torch.zeros(hair.shape[0], N_TAGS)
     out[torch.arange(hair.shape[0]), hair] = 1.0
     out[torch.arange(eyes.shape[0]), N_HAIR + eyes] = 1.0
@@ -146,23 +153,55 @@ class TagFrequencies:
         return cls([1 / N_HAIR] * N_HAIR, [1 / N_EYES] * N_EYES)
 
     @classmethod
-    def from_labels(cls, hair: torch.Tensor, eyes: torch.Tensor) -> "TagFrequencies":
-        h = torch.bincount(hair, minlength=N_HAIR).double()
-        e = torch.bincount(eyes, minlength=N_EYES).double()
+    def from_labels(cls, hair, eyes) -> "TagFrequencies":
+        """From [N] hair and [N] eye indices (CPU tensors or arrays)."""
+        h = np.bincount(np.asarray(hair), minlength=N_HAIR).astype(np.float64)
+        e = np.bincount(np.asarray(eyes), minlength=N_EYES).astype(np.float64)
         return cls((h / h.sum()).tolist(), (e / e.sum()).tolist())
 
-    def complete(self, tags: Tags, generator: torch.Generator) -> tuple[Tags, list[str]]:
-        """Fill missing colours by sampling the training frequencies; returns notes saying so, and saying when a
-        colour asked for never occurred in training (mlds has no gray eyes): the model has not learnt it."""
+    def complete(self, tags: Tags, seed: int) -> tuple[Tags, list[str]]:
+        """Fill missing colours by sampling the training frequencies with numpy's generator seeded by `seed`;
+        returns notes saying so, and saying when a colour asked for never occurred in training (mlds has no gray
+        eyes): the model has not learnt it."""
         notes, hair, eyes = [], tags.hair, tags.eyes
+        rng = np.random.default_rng(seed & 0xFFFFFFFFFFFFFFFF)
         if hair is None:
-            hair = HAIR_COLOURS[int(torch.multinomial(torch.tensor(self.hair), 1, generator=generator))]
+            hair = HAIR_COLOURS[_draw(rng, self.hair)]
             notes.append(f"no hair colour given: sampled '{hair}' from the training data's frequencies")
         elif self.hair[HAIR_COLOURS.index(hair)] == 0:
             notes.append(f"'{hair} hair' never occurs in this model's training data: expect another hair colour")
         if eyes is None:
-            eyes = EYE_COLOURS[int(torch.multinomial(torch.tensor(self.eyes), 1, generator=generator))]
+            eyes = EYE_COLOURS[_draw(rng, self.eyes)]
             notes.append(f"no eye colour given: sampled '{eyes}' from the training data's frequencies")
         elif self.eyes[EYE_COLOURS.index(eyes)] == 0:
             notes.append(f"'{eyes} eyes' never occur in this model's training data: expect another eye colour")
         return Tags(hair, eyes), notes
+
+
+def _draw(rng: np.random.Generator, weights: list[float]) -> int:
+    p = np.asarray(weights, np.float64)
+    return int(rng.choice(len(p), p=p / p.sum()))
+
+
+_TAGS_LINE = re.compile(r"^\s*([^,]+?)\s*,(.*)$")
+
+
+def read_tags_file(path: str | Path) -> list[tuple[str, Tags]]:
+    """The course's testing_text.txt: lines '<id>,<tags>'."""
+    p = Path(path)
+    if not p.exists():
+        raise TagfaceError(f"--tags-file {p} does not exist")
+    entries = []
+    for lineno, line in enumerate(read_user_text(p).splitlines(), 1):
+        if not line.strip():
+            continue
+        m = _TAGS_LINE.match(line)
+        if not m:
+            raise TagfaceError(f"{p}:{lineno}: expected '<id>,<tags>', got {line!r}")
+        try:
+            entries.append((m.group(1), parse_tags(m.group(2))))
+        except TagfaceError as err:
+            raise TagfaceError(f"{p}:{lineno}: {err}") from None
+    if not entries:
+        raise TagfaceError(f"--tags-file {p} has no lines")
+    return entries

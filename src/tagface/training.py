@@ -26,7 +26,7 @@ from tqdm import tqdm
 from . import __version__
 from . import distributed
 from .checkpoint import (atomic_write_text, is_grown, load_resume_state, load_state, load_tensors, load_weights,
-                         read_metadata, run_file, save_state)
+                         read_metadata, resolve_checkpoint, run_file, save_state)
 from .config import Recipe
 from .data import FaceSet, augment, to_float
 from .diffaugment import DiffAugmented, parse_policy
@@ -35,8 +35,7 @@ from .export import discriminator_path
 from .losses import (FeatureMatching, FrozenClassifierLoss, GANObjective, Labels, feature_stats_torch,
                      mode_seeking_loss)
 from .models import build_discriminator, build_generator
-from .sampling import (resolve_checkpoint, sample_grid_labels, save_generator, save_image_grid,
-                       standing_batchnorm)
+from .sampling import sample_grid_labels, save_generator, save_image_grid, standing_batchnorm
 from .plotting import plot_losses
 from .tags import TagFrequencies
 

@@ -27,7 +27,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .cli import positive
 from .errors import TagfaceError
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -618,7 +617,7 @@ def cmd_translate_run(args) -> int:
     from PIL import Image
 
     from .cli import resolve_device
-    from .sampling import save_pil
+    from .images import save_pil
     model = Translator.load(args.checkpoint, device=resolve_device(args.device))
     out = Path(args.out)
     targets: dict[Path, str] = {}
@@ -656,58 +655,3 @@ def cmd_translate_evaluate(args) -> int:
     print(f"tagface: A->B vs B {f['a2b_vs_b']:.2f} (untranslated A vs B {f['a_vs_b']:.2f}, B vs B {f['b_vs_b']:.2f}); "
           f"tags kept A->B: hair {k['hair']:.3f} eyes {k['eyes']:.3f}; report in {out}", file=sys.stderr)
     return 0
-
-
-def add_commands(sub) -> None:
-    """The `tagface translate` parser with its `train` and `run` subcommands."""
-    tl = sub.add_parser("translate", help="unpaired image-to-image translation between two folders (CycleGAN)")
-    tsub = tl.add_subparsers(dest="translate_command", required=True)
-
-    t = tsub.add_parser("train", help="train a CycleGAN between the images of two folders")
-    t.add_argument("--a", help="folder of domain A images (searched recursively; no tags needed)")
-    t.add_argument("--b", help="folder of domain B images")
-    t.add_argument("--out", required=True, help="run directory")
-    t.add_argument("--steps", type=positive(int), help="train until this step (default 2000)")
-    t.add_argument("--resolution", type=positive(int), help="image side, a multiple of 4 (default 64)")
-    t.add_argument("--batch-size", type=positive(int), help="images per domain per step (default 4)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-    t.add_argument("--seed", type=int, help="seed of weights, data order and augmentation (default 0)")
-    t.add_argument("--threads", type=positive(int), help="CPU threads for torch")
-    t.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    t.add_argument("--cache-dir", help="where decoded images are cached (default ~/.cache/tagface or $TAGFACE_CACHE)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    h = t.add_argument_group("model and loss (defaults: the paper's, networks sized for a CPU)")
-    h.add_argument("--g-channels", type=positive(int), help="generator base channels (default 32)")
-    h.add_argument("--g-blocks", type=positive(int), help="generator residual blocks (default 6)")
-    h.add_argument("--d-channels", type=positive(int), help="discriminator base channels (default 64)")
-    h.add_argument("--d-layers", type=positive(int), help="discriminator feature layers (default 3: C64-C128-C256)")
-    h.add_argument("--cycle-weight", type=float, help="weight of the L1 cycle loss (default 10)")
-    h.add_argument("--identity", type=float, help="identity-loss weight as a fraction of the cycle weight "
-                   "(default 0.5; 0 turns it off)")
-    h.add_argument("--pool-size", type=int, help="fakes remembered per direction for D (default 50)")
-    h.add_argument("--lr", type=float, help="Adam learning rate (default 2e-4, betas 0.5, 0.999)")
-    h.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
-    h.add_argument("--log-every", type=positive(int), help="steps between metrics rows (default 10)")
-    h.add_argument("--sample-every", type=positive(int), help="steps between sample grids (default 250)")
-    h.add_argument("--checkpoint-every", type=positive(int), help="steps between checkpoints (default 250)")
-    t.set_defaults(func=cmd_translate_train, saves_on_interrupt=True)
-
-    r = tsub.add_parser("run", help="translate images with a trained run")
-    r.add_argument("images", nargs="+", metavar="IMAGE")
-    r.add_argument("--checkpoint", required=True, help="run directory, translator.safetensors or checkpoint file")
-    r.add_argument("--out", required=True, help="folder for the translated images (OUT/<stem>.png)")
-    r.add_argument("--direction", choices=DIRECTIONS, default="a2b", help="a2b (default) or b2a")
-    r.add_argument("--device", default="cpu")
-    r.set_defaults(func=cmd_translate_run)
-
-    e = tsub.add_parser("evaluate", help="how close translations are to the other folder, and whether the tagger's "
-                        "hair/eye colours survive")
-    e.add_argument("--checkpoint", required=True, help="run directory, translator.safetensors or checkpoint file")
-    e.add_argument("--a", help="domain A folder (default: the one the run was trained on)")
-    e.add_argument("--b", help="domain B folder (default: the one the run was trained on)")
-    e.add_argument("--out", required=True, help="report folder (report.json, report.md)")
-    e.add_argument("--n", type=positive(int), default=1000, help="images per set (default 1000)")
-    e.add_argument("--tagger", help="tagger file (default: the shipped one)")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--cache-dir")
-    e.set_defaults(func=cmd_translate_evaluate)
