@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -9,12 +10,18 @@ import torch
 import torch.nn as nn
 
 from tagface.checkpoint import read_metadata
+from tagface.cli import main
 from tagface.config import Recipe
 from tagface.errors import TagfaceError
 from tagface.models import build_generator
 from tagface.numpy_generator import NumpyGenerator, conv_transpose_4x4_s2, load_generator, torch_normal
 from tagface.sampling import FaceGenerator, save_generator
 from tagface.tags import TagFrequencies, Tags
+
+
+@pytest.fixture(autouse=True)
+def _restore_formatwarning(monkeypatch):
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # main() replaces it process-wide
 
 
 def make_generator(path, *, g_condition="input", generator="dcgan", embed_dim=0, seed=0):
@@ -111,3 +118,24 @@ def test_generate_command_never_imports_torch(tmp_path):
     from PIL import Image
     assert Image.open(tmp_path / "faces.png").size == (3 * 34 + 2, 34 + 2)
     assert Image.open(tmp_path / "grid.png").size == (11 * 34 + 2, 12 * 34 + 2)
+
+
+@pytest.mark.parametrize("damage", ["drop", "reshape", "extra", "recipe"])
+def test_a_file_that_does_not_fit_is_a_one_line_error(tmp_path, capsys, damage):
+    from safetensors.numpy import load_file, save_file
+    path = make_generator(tmp_path / "g.safetensors")
+    weights, meta = load_file(path), read_metadata(path)
+    if damage == "drop":
+        del weights["body.4.running_var"]
+    elif damage == "reshape":
+        weights["body.3.weight"] = weights["body.3.weight"][:, :2]
+    elif damage == "extra":
+        weights["cond.0.weight"] = np.zeros((64, 23), np.float32)
+    else:
+        meta["tagface.recipe"] = "{not json"
+    save_file(weights, str(path), metadata=meta)
+    code = main(["generate", "blue hair red eyes", "--checkpoint", str(path), "--out", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"tagface: error: {path}: ")
+    assert ("not a recipe" if damage == "recipe" else "weights do not fit") in err
+    assert not (tmp_path / "x.png").exists()

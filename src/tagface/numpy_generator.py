@@ -17,6 +17,7 @@ from safetensors import safe_open
 
 from .checkpoint import read_metadata, resolve_checkpoint
 from .config import Recipe
+from .errors import TagfaceError
 from .images import as_uint8
 from .tags import EYE_COLOURS, HAIR_COLOURS, N_HAIR, N_TAGS, TagFrequencies, Tags
 
@@ -54,6 +55,23 @@ def conv_transpose_4x4_s2(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | 
     return out + bias if bias is not None else out
 
 
+def check_shapes(weights: dict[str, np.ndarray], recipe: Recipe, path: Path) -> None:
+    """The one-line error FaceGenerator.load gives when a file's weights do not fit its recipe's DCGANGenerator."""
+    m, base = recipe.model, recipe.train.resolution // 16
+    channels = (8 * m.g_channels, 4 * m.g_channels, 2 * m.g_channels, m.g_channels)
+    want = {"fc.0.weight": (channels[0] * base * base, m.z_dim + N_TAGS), "body.9.bias": (3,)}
+    for i, (norm, c) in enumerate(zip(NORMS, channels)):
+        want.update({f"{norm}.{k}": (c,) for k in ("weight", "bias", "running_mean", "running_var")})
+        if m.g_condition == "batchnorm" and f"cond.{i}.weight" in weights:  # absent: they start neutral (grown)
+            want.update({f"cond.{i}.weight": (2 * c, N_TAGS), f"cond.{i}.bias": (2 * c,)})
+    for conv, c_in, c_out in zip(CONVS, channels, channels[1:] + (3,)):
+        want[f"{conv}.weight"] = (c_in, c_out, 4, 4)
+    wrong = sorted({*want, *weights} - {k for k in want if k in weights and weights[k].shape == want[k]})
+    if wrong:
+        raise TagfaceError(f"{path}: weights do not fit the recipe's generator (missing, unexpected or misshapen: "
+                           f"{', '.join(wrong[:3])})")
+
+
 class NumpyGenerator:
     """The torch-free twin of sampling.FaceGenerator for DCGAN generator files: same noise, same faces."""
 
@@ -69,7 +87,10 @@ class NumpyGenerator:
         """Whether a file's metadata describes a generator this class draws exactly like torch does."""
         if "tagface.recipe" not in meta or "tagface.state" in meta or meta.get("tagface.kind", "generator") != "generator":
             return False
-        model = json.loads(meta["tagface.recipe"]).get("model", {})
+        try:
+            model = json.loads(meta["tagface.recipe"]).get("model", {})
+        except (ValueError, AttributeError):  # torch's loader names what is wrong with it
+            return False
         onehot = model.get("text_encoder", "auto") == "onehot" or (
             model.get("text_encoder", "auto") == "auto" and not model.get("embed_dim", 0))
         return model.get("generator") == "dcgan" and onehot
@@ -80,6 +101,7 @@ class NumpyGenerator:
         recipe = Recipe.from_dict(json.loads(meta["tagface.recipe"]), str(path))
         with safe_open(str(path), framework="numpy") as fh:
             weights = {k: fh.get_tensor(k).astype(np.float32) for k in fh.keys() if not k.endswith("num_batches_tracked")}
+        check_shapes(weights, recipe, path)
         f = json.loads(meta.get("tagface.tag_frequencies", "null"))
         freq = TagFrequencies(f["hair"], f["eyes"]) if f else TagFrequencies.uniform()
         return cls(weights, recipe, freq, int(meta.get("tagface.step", 0)), path)

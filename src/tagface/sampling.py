@@ -97,7 +97,10 @@ class FaceGenerator:
         if meta.get("tagface.kind", "generator") != "generator":  # e.g. the discriminator shipped beside the model
             raise TagfaceError(f"{p} holds a {meta['tagface.kind']}, not a generator; pass the generator file "
                                "or the run directory")
-        recipe = Recipe.from_dict(json.loads(meta["tagface.recipe"]), str(p))
+        try:
+            recipe = Recipe.from_dict(json.loads(meta["tagface.recipe"]), str(p))
+        except ValueError:  # not JSON
+            raise TagfaceError(f"{p}: its recipe metadata is not a recipe (not JSON)") from None
         if "tagface.state" in meta:  # a full training checkpoint: take the EMA generator
             tensors, freq = load_state(p)[0]["G_ema"], TagFrequencies.uniform()
         else:
