@@ -511,7 +511,7 @@ class ColorizePipeline:
         return torch.randn(rows, self.cfg.gray.z_dim, generator=torch.Generator().manual_seed(seed))[:n] * t
 
     def complete(self, tags: Tags, seed: int) -> tuple[Tags, list[str]]:
-        return self.freq.complete(tags, seed + 7919)
+        return self.freq.complete(tags, seed)
 
     @torch.no_grad()
     def draw(self, z: torch.Tensor, darkness: torch.Tensor, labels: Labels,

@@ -123,7 +123,7 @@ class FaceGenerator:
         return torch.randn(rows, self.z_dim, generator=torch.Generator().manual_seed(seed))[:n] * t
 
     def complete(self, tags: Tags, seed: int) -> tuple[Tags, list[str]]:
-        return self.freq.complete(tags, seed + 7919)
+        return self.freq.complete(tags, seed)
 
     @torch.no_grad()
     def draw(self, z: torch.Tensor, labels: Labels, batch_size: int = 256) -> torch.Tensor:

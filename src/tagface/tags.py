@@ -160,11 +160,12 @@ class TagFrequencies:
         return cls((h / h.sum()).tolist(), (e / e.sum()).tolist())
 
     def complete(self, tags: Tags, seed: int) -> tuple[Tags, list[str]]:
-        """Fill missing colours by sampling the training frequencies with numpy's generator seeded by `seed`;
-        returns notes saying so, and saying when a colour asked for never occurred in training (mlds has no gray
-        eyes): the model has not learnt it."""
+        """Fill missing colours by sampling the training frequencies with numpy's generator, seeded by `seed` (the
+        seed that also draws the faces' noise, offset so the two draws are unrelated); returns notes saying so, and
+        saying when a colour asked for never occurred in training (mlds has no gray eyes): the model has not
+        learnt it."""
         notes, hair, eyes = [], tags.hair, tags.eyes
-        rng = np.random.default_rng(seed & 0xFFFFFFFFFFFFFFFF)
+        rng = np.random.default_rng((seed + 7919) & 0xFFFFFFFFFFFFFFFF)
         if hair is None:
             hair = HAIR_COLOURS[_draw(rng, self.hair)]
             notes.append(f"no hair colour given: sampled '{hair}' from the training data's frequencies")
