@@ -377,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tags-file", help="course format: lines '<id>,<tags>' -> OUT/sample_<id>_<k>.jpg")
     g.add_argument("--tag-grid", action="store_true", help="the 12 x 11 hair x eye grid")
     g.add_argument("--ncol", type=positive(int), help="grid columns")
-    g.add_argument("--device", default="cpu")
+    g.add_argument("--device", default="cpu", help="cpu (default: DCGAN generators such as the shipped one draw "
+                   "with numpy, never loading torch), cuda, cuda:N or auto")
     g.add_argument("--pipeline", default="gan", choices=["gan", "gray-colorize"],
                    help="gan (default): one conditional GAN; gray-colorize: report 000's two stages "
                         "(a `tagface pipeline train` run as --checkpoint)")
