@@ -149,7 +149,7 @@ class NumpyGenerator:
         return self.draw(self.noise(n, seed, truncation), hair, eyes)
 
     def tag_grid(self, seed: int = 0, truncation: float | None = None) -> np.ndarray:
-        """As sampling.tag_grid: rows are hair colours, columns eye colours, one noise vector per row."""
+        """As FaceGenerator.tag_grid: rows are hair colours, columns eye colours, one noise vector per row."""
         nh, ne = len(HAIR_COLOURS), len(EYE_COLOURS)
         z = np.repeat(self.noise(nh, seed, truncation), ne, 0)
         return self.draw(z, np.repeat(np.arange(nh), ne), np.tile(np.arange(ne), nh))

@@ -140,7 +140,10 @@ class FaceGenerator:
         return self.draw(self.noise(n, seed, truncation), labels)
 
     def tag_grid(self, seed: int = 0, truncation: float | None = None) -> torch.Tensor:
-        return tag_grid(self, seed, truncation)
+        """The 12 x 11 grid: rows are hair colours, columns eye colours, one shared noise vector per row."""
+        nh, ne = len(HAIR_COLOURS), len(EYE_COLOURS)
+        z = self.noise(nh, seed, truncation).repeat_interleave(ne, 0)
+        return self.draw(z, Labels(torch.arange(nh).repeat_interleave(ne), torch.arange(ne).repeat(nh)))
 
 
 def sample_grid_labels(per_row: int) -> Labels:
@@ -148,14 +151,6 @@ def sample_grid_labels(per_row: int) -> Labels:
     hair = torch.arange(len(HAIR_COLOURS)).repeat_interleave(per_row)
     eyes = (torch.arange(len(HAIR_COLOURS)) * 5 % len(EYE_COLOURS)).repeat_interleave(per_row)
     return Labels(hair, eyes)
-
-
-def tag_grid(gen: FaceGenerator, seed: int = 0, truncation: float | None = None) -> torch.Tensor:
-    """The 12 x 11 grid: rows are hair colours, columns eye colours, one shared noise vector per row."""
-    nh, ne = len(HAIR_COLOURS), len(EYE_COLOURS)
-    z = gen.noise(nh, seed, truncation).repeat_interleave(ne, 0)
-    labels = Labels(torch.arange(nh).repeat_interleave(ne), torch.arange(ne).repeat(nh))
-    return gen.draw(z, labels)
 
 
 def save_image_grid(images: torch.Tensor, path: str | Path, ncol: int = 8) -> None:
