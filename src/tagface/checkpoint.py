@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from pathlib import Path
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from safetensors import safe_open

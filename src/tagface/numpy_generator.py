@@ -96,8 +96,8 @@ class NumpyGenerator:
         return model.get("generator") == "dcgan" and onehot
 
     @classmethod
-    def load(cls, path: Path) -> "NumpyGenerator":
-        meta = read_metadata(path)
+    def load(cls, path: Path, meta: dict[str, str] | None = None) -> "NumpyGenerator":
+        meta = read_metadata(path) if meta is None else meta
         recipe = Recipe.from_dict(json.loads(meta["tagface.recipe"]), str(path))
         with safe_open(str(path), framework="numpy") as fh:
             weights = {k: fh.get_tensor(k).astype(np.float32) for k in fh.keys() if not k.endswith("num_batches_tracked")}
@@ -159,7 +159,8 @@ def load_generator(path: str | Path | None = None, device: str = "cpu"):
     """The generator to draw with: a NumpyGenerator where it draws the checkpoint (a DCGAN generator file, on the
     CPU), else torch's sampling.FaceGenerator (imported only then)."""
     p = resolve_checkpoint(path)
-    if device == "cpu" and NumpyGenerator.can_draw(read_metadata(p)):
-        return NumpyGenerator.load(p)
+    meta = read_metadata(p)
+    if device == "cpu" and NumpyGenerator.can_draw(meta):
+        return NumpyGenerator.load(p, meta)
     from .sampling import FaceGenerator
     return FaceGenerator.load(p, device=device)
