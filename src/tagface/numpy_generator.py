@@ -139,8 +139,8 @@ class NumpyGenerator:
         onehot = np.zeros((len(hair), N_TAGS), np.float32)
         onehot[np.arange(len(hair)), hair] = 1
         onehot[np.arange(len(eyes)), N_HAIR + np.asarray(eyes)] = 1
-        out = [self.forward(z[i:i + batch_size], onehot[i:i + batch_size]) for i in range(0, len(z), batch_size)]
-        return as_uint8(np.concatenate(out))
+        return np.concatenate([as_uint8(self.forward(z[i:i + batch_size], onehot[i:i + batch_size]))
+                               for i in range(0, len(z), batch_size)])  # uint8 per batch: a quarter of the memory
 
     def generate(self, tags: Tags, n: int, seed: int = 0, truncation: float | None = None) -> np.ndarray:
         if tags.hair is None or tags.eyes is None:
