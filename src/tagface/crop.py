@@ -24,6 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .checkpoint import atomic_write_text
 from .data import IMAGE_EXTS
 from .errors import TagfaceError
+from .images import save_pil
 
 CASCADE_ENV = "TAGFACE_CASCADE"
 
@@ -114,7 +115,6 @@ def crop_faces(pictures: list[Path], out: str | Path, detect: Callable[[np.ndarr
     out = Path(out)
     if (out / "tags.csv").exists() and not overwrite:
         raise TagfaceError(f"{out / 'tags.csv'} exists (it may hold your labels); choose another --out or pass --overwrite")
-    from .images import save_pil
     rows, taken = [], set()
     report = {"pictures": len(pictures), "unreadable": 0, "without_face": 0, "faces": 0, "shrunk": 0}
     for picture in (progress(pictures) if progress else pictures):
