@@ -18,8 +18,8 @@ import torch
 from tagface.data import load_folder
 from tagface.errors import TagfaceError
 from tagface.evaluation import feature_stats, frechet_distance
-from tagface.losses import Labels
 from tagface.images import image_grid
+from tagface.losses import Labels
 from tagface.sampling import FaceGenerator
 from tagface.tagger import extract_features, load_tagger
 from tagface.tags import EYE_COLOURS, HAIR_COLOURS
