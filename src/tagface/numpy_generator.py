@@ -1,10 +1,10 @@
 """Drawing with a DCGAN generator in numpy alone, so `tagface generate` need not import torch.
 
-On the 2-core CPU `import torch` takes 1.4 s of the 1.7 s the command took; drawing 16 faces takes 30 ms. The
-shipped default (a DCGAN generator reading the one-hot tags) is a linear layer, four transposed convolutions,
-BatchNorm with frozen statistics and ReLU: a few matrix products. This module draws exactly the faces the torch
-generator draws for a seed: `torch_normal` reproduces torch's CPU normal sampler, and the forward pass is
-checked against models.DCGANGenerator in tests/test_numpy_generator.py. Other generators, full training
+On the 2-core CPU `import torch` takes 1.1 to 1.5 s of the 1.7 s the command took; drawing 16 faces takes 30 ms.
+The shipped default (a DCGAN generator reading the one-hot tags) is a linear layer, four transposed convolutions,
+BatchNorm with frozen statistics and ReLU: a few matrix products. This module draws the faces the torch generator
+draws for a seed (a rare pixel one level apart, where float rounding differs): `torch_normal` reproduces torch's
+CPU normal sampler, and the forward pass is checked against models.DCGANGenerator in tests/test_numpy_generator.py. Other generators, full training
 checkpoints and GPUs take the torch path (sampling.FaceGenerator); `load_generator` chooses.
 """
 from __future__ import annotations
