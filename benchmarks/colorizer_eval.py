@@ -14,8 +14,8 @@ import argparse
 
 import torch
 
-from tagface.colorize import ColorizePipeline, to_gray
-from tagface.data import load_folder, to_float, to_uint8
+from tagface.colorize import ColorizePipeline
+from tagface.data import load_folder, to_float
 from tagface.losses import Labels
 from tagface.tagger import accuracy, heldout_mask, load_tagger, predict_logits
 from tagface.tags import N_EYES, N_HAIR
@@ -40,7 +40,7 @@ def main() -> None:
         pipe = ColorizePipeline.load(run)
         rows = {}
         for name, labels in (("own", own), ("random", other)):
-            out = torch.cat([_colour(pipe, faces[i:i + 256], labels.hair[i:i + 256], labels.eyes[i:i + 256])
+            out = torch.cat([pipe.colorize(faces[i:i + 256], Labels(labels.hair[i:i + 256], labels.eyes[i:i + 256]))
                              for i in range(0, len(idx), 256)])
             rows[name] = (out, accuracy(predict_logits(judge, out), labels.hair, labels.eyes))
         err = (to_float(rows["own"][0]) - to_float(faces)).abs().mean().item() * 127.5
@@ -49,12 +49,6 @@ def main() -> None:
         a, b = rows["own"][1], rows["random"][1]
         print(f"| {run} | {pipe.cfg.colorizer.loss} | {pipe.step} | {err:.1f} / {psnr:.2f} | {a.hair:.3f} / {a.eyes:.3f} / "
               f"{a.both:.3f} | {b.hair:.3f} / {b.eyes:.3f} / {b.both:.3f} |")
-
-
-@torch.no_grad()
-def _colour(pipe: ColorizePipeline, images: torch.Tensor, hair: torch.Tensor, eyes: torch.Tensor) -> torch.Tensor:
-    """ColorizePipeline.colorize with a tag per face."""
-    return to_uint8(pipe.C(to_gray(to_float(images)), Labels(hair, eyes).onehot))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from tagface.config import ModelConfig
 from tagface.errors import TagfaceError
 from tagface.losses import Labels
 from tagface.models import build_discriminator, build_generator
-from tagface.tags import N_HAIR, N_TAGS
+from tagface.tags import N_HAIR, N_TAGS, Tags
 
 TINY = ["resolution=32", "batch_size=4", "gray.z_dim=8", "gray.g_channels=4", "gray.d_channels=4",
         "gray.embed_dim=4", "colorizer.channels=4", "colorizer.depth=2", "colorizer.d_channels=4",
@@ -104,6 +104,10 @@ def test_trainer_measures_darkness_and_stores_it(tmp_path):
     trainer.fit(1)
     pipe = ColorizePipeline.load(tmp_path)
     assert pipe.stats == trainer.stats and pipe.step == 1 and pipe.resolution == 32
+    # colorize takes one Tags for every face or Labels with one per face, and they agree where they ask the same
+    per_face = pipe.colorize(faces.images[:4], Labels(torch.tensor([8, 8, 0, 8]), torch.tensor([9, 9, 1, 9])))
+    same = pipe.colorize(faces.images[:4], Tags("blue", "red"))
+    assert torch.equal(per_face[[0, 1, 3]], same[[0, 1, 3]]) and not torch.equal(per_face[2], same[2])
 
 
 # --------------------------------------------------------------------------- networks and losses

@@ -534,12 +534,13 @@ class ColorizePipeline:
         return self.draw(self.noise(n, seed, truncation), darkness, labels)[1]
 
     @torch.no_grad()
-    def colorize(self, images: torch.Tensor, tags: Tags) -> torch.Tensor:
-        """Any uint8 faces [N, 3 or 1, R, R] at the pipeline's resolution -> uint8 colour [N, 3, R, R]."""
+    def colorize(self, images: torch.Tensor, tags: Tags | Labels) -> torch.Tensor:
+        """Any uint8 faces [N, 3 or 1, R, R] at the pipeline's resolution -> uint8 colour [N, 3, R, R]; one Tags for
+        every face, or Labels with one per face."""
         x = to_float(images)
         gray = to_gray(x) if x.shape[1] == 3 else x
-        labels = Labels(torch.full((x.shape[0],), HAIR_COLOURS.index(tags.hair)),
-                        torch.full((x.shape[0],), EYE_COLOURS.index(tags.eyes)))
+        labels = tags if isinstance(tags, Labels) else Labels(torch.full((x.shape[0],), HAIR_COLOURS.index(tags.hair)),
+                                                              torch.full((x.shape[0],), EYE_COLOURS.index(tags.eyes)))
         return to_uint8(self.C(gray.to(self._device), labels.onehot.to(self._device))).cpu()
 
 
