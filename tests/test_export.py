@@ -10,7 +10,7 @@ from tagface.errors import TagfaceError
 from tagface.export import export_checkpoint, export_onnx
 from tagface.losses import Labels
 from tagface.sampling import FaceGenerator, standing_batchnorm
-from tagface.tags import EYE_COLOURS, HAIR_COLOURS
+from tagface.tags import EYE_COLOURS, HAIR_COLOURS, TagFrequencies
 from tagface.training import Trainer
 
 from test_models_losses import random_faces, tiny_recipe
@@ -130,10 +130,28 @@ def test_export_can_recompute_standing_statistics(runs, tmp_path, capsys):
     assert main(["export", "--checkpoint", str(run), "--format", "safetensors", "--standing-stats", "3",
                  "--out", str(out)]) == 0
     source, got = FaceGenerator.load(run), FaceGenerator.load(out)
-    want = standing_batchnorm(source.G, source.freq, source.z_dim, 3)
+    want = standing_batchnorm(source.G, TagFrequencies.uniform(), source.z_dim, 3)  # the default: every pair alike
     stats = [k for k in want.state_dict() if k.endswith(("running_mean", "running_var"))]
     assert stats and all(torch.equal(got.G.state_dict()[k], want.state_dict()[k]) for k in stats)
     assert not all(torch.equal(got.G.state_dict()[k], source.G.state_dict()[k]) for k in stats)
+    # --standing-uniform 0: the data's frequencies, and the written recipe says so
+    assert main(["export", "--checkpoint", str(run), "--format", "safetensors", "--standing-stats", "3",
+                 "--standing-uniform", "0", "--out", str(out)]) == 0
+    got, want = FaceGenerator.load(out), standing_batchnorm(source.G, source.freq, source.z_dim, 3)
+    assert all(torch.equal(got.G.state_dict()[k], want.state_dict()[k]) for k in stats)
+    assert got.recipe.sample.standing_uniform == 0 and source.freq != TagFrequencies.uniform()
+    capsys.readouterr()
+    before = out.read_bytes()
+    assert main(["export", "--checkpoint", str(run), "--format", "safetensors", "--standing-uniform", "0.5",
+                 "--out", str(out)]) == 2  # no statistics to gather
+    err = capsys.readouterr().err
+    assert "--standing-uniform" in err and "\n" not in err.strip() and out.read_bytes() == before
+    for bad in ("1.5", "-0.1", "nan", "half"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["export", "--checkpoint", str(run), "--format", "safetensors", "--standing-stats", "3",
+                  "--standing-uniform", bad, "--out", str(out)])
+        assert exit_.value.code == 2 and "--standing-uniform" in capsys.readouterr().err
+    assert out.read_bytes() == before
     with pytest.raises(SystemExit) as exit_:  # a count of batches must be positive: argparse's one-line error
         main(["export", "--checkpoint", str(run), "--format", "safetensors", "--standing-stats", "0", "--out", str(out)])
     assert exit_.value.code == 2 and "--standing-stats" in capsys.readouterr().err

@@ -86,6 +86,19 @@ def test_complete_follows_frequencies_roughly():
     assert 0.7 < draws.count("blue") / len(draws) < 0.9
 
 
+def test_toward_uniform_mixes_the_data_frequencies_with_even_ones():
+    eyes = [0.0] * len(EYE_COLOURS)
+    eyes[EYE_COLOURS.index("blue")] = 1.0
+    hair = [0.0] * len(HAIR_COLOURS)
+    hair[HAIR_COLOURS.index("black")] = 1.0
+    data, even = TagFrequencies(hair, eyes), TagFrequencies.uniform()
+    assert data.toward_uniform(0) == data and data.toward_uniform(1) == even
+    half = data.toward_uniform(0.5)
+    assert half.eyes[EYE_COLOURS.index("blue")] == pytest.approx(0.5 + 0.5 / len(EYE_COLOURS))
+    assert half.hair[HAIR_COLOURS.index("red")] == pytest.approx(0.5 / len(HAIR_COLOURS))
+    assert sum(half.hair) == pytest.approx(1) and sum(half.eyes) == pytest.approx(1)
+
+
 def test_unknown_colour_error_is_one_line_with_hint_and_allowed_list():
     with pytest.raises(TagfaceError) as info:
         parse_tags("bleu hair red eyes")

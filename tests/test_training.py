@@ -137,6 +137,43 @@ def test_standing_batchnorm_makes_eval_mode_match_batch_statistics(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(before, off.buffers()))
 
 
+class _NormedTags(torch.nn.Module):
+    """A 'generator' that batch-normalises its one-hot tags: its running mean is how often each tag was drawn."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = torch.nn.BatchNorm1d(TINY_TAGS)
+
+    def forward(self, z, onehot):
+        return self.norm(onehot)
+
+
+TINY_TAGS = len(TagFrequencies.uniform().hair) + len(TagFrequencies.uniform().eyes)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_standing_statistics_are_gathered_over_the_tags_the_recipe_names(share):
+    """sample.standing_uniform: 1 gathers BatchNorm's statistics over every hair x eye pair alike, 0 over the
+    data's frequencies (here one hair and one eye colour only), in between a mix."""
+    recipe = tiny_recipe("seed-acgan-dcgan", f"sample.standing_uniform={share}")
+    data = TagFrequencies.from_labels([2] * 10, [4] * 10)
+    G = standing_batchnorm(_NormedTags(), recipe.sample.standing_tags(data), 3, batches=200, batch_size=64)
+    seen = G.norm.running_mean
+    n_hair = len(data.hair)
+    assert seen[:n_hair].sum().item() == pytest.approx(1) and seen[n_hair:].sum().item() == pytest.approx(1)
+    assert seen[2].item() == pytest.approx(1 - share + share / n_hair, abs=0.02)
+    assert seen[n_hair + 4].item() == pytest.approx(1 - share + share / len(data.eyes), abs=0.02)
+    assert seen[0].item() == pytest.approx(share / n_hair, abs=0.02)
+
+
+@pytest.mark.parametrize("share", ["-0.1", "1.5", "nan"])
+def test_a_standing_share_outside_0_to_1_is_refused_before_training(share, tmp_path):
+    recipe = tiny_recipe("seed-acgan-dcgan", f"sample.standing_uniform={share}")
+    with pytest.raises(TagfaceError, match=r"^sample.standing_uniform .*: allowed range is \[0, 1\]"):
+        Trainer(recipe, random_faces(), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "checkpoint.safetensors").exists()
+
+
 @pytest.mark.parametrize("batches", [0, 5])
 def test_saved_generator_has_standing_statistics_and_the_checkpoint_keeps_the_live_ones(batches, tmp_path):
     recipe = tiny_recipe("seed-acgan-dcgan", f"sample.standing_stats={batches}")

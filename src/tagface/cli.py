@@ -28,6 +28,17 @@ def positive(kind, allow_zero: bool = False):
     return parse
 
 
+def share(text: str) -> float:
+    """argparse type: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
+    return value
+
+
 def lazy(module: str, name: str):
     """A command's function, imported only when that command runs: building the parser imports no torch, so
     `tagface generate` (numpy_generator) and `--help` start without it."""
@@ -305,7 +316,7 @@ def cmd_export(args) -> int:
               f"{info['step']})", file=sys.stderr)
         return 0
     info = export_checkpoint(args.checkpoint, args.out, args.format, args.opset, args.exporter, half=args.half,
-                             standing_stats=args.standing_stats)
+                             standing_stats=args.standing_stats, standing_uniform=args.standing_uniform)
     if args.format.lower() == "safetensors":
         print(f"tagface: wrote {info['path']} ({info['bytes'] / 1e6:.1f} MB, {info['dtype']}; reloaded, it matches "
               f"the source generator to {info['max_abs_diff']:.1e})", file=sys.stderr)
@@ -459,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "training checkpoint), e.g. as NAME-discriminator.safetensors beside NAME.safetensors for --init")
     x.add_argument("--standing-stats", type=positive(int), default=0, metavar="BATCHES",
                    help="recompute G's BatchNorm statistics over this many generated batches of 64 first (e.g. 50)")
+    x.add_argument("--standing-uniform", type=share, metavar="SHARE",
+                   help="with --standing-stats: share of those batches' tags drawn evenly over every hair x eye pair, "
+                   "the rest at the data's frequencies (default: the recipe's sample.standing_uniform, 1)")
     x.add_argument("--opset", type=positive(int), help="ONNX opset (default 17; 18 with --exporter dynamo)")
     x.add_argument("--exporter", default="torchscript", choices=["torchscript", "dynamo"],
                    help="torch.onnx exporter: torchscript (default, needs only onnx) or dynamo (needs onnxscript)")

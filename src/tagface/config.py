@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from .errors import TagfaceError, read_user_text
+from .tags import TagFrequencies
 
 
 @dataclass
@@ -84,6 +85,7 @@ class TrainConfig:
 class SampleConfig:
     truncation: float = 1.0           # noise intensity: z ~ N(0, T^2); lower is safer, less varied
     standing_stats: int = 50          # batches of 64 that recompute the saved generator's BatchNorm statistics; 0: off
+    standing_uniform: float = 1.0     # share of those batches' tags drawn evenly over every hair x eye pair; 0: data's
 
     def truncation_or_default(self, truncation: float | None) -> float:
         """The truncation to draw with: the one asked for, checked, else this recipe's."""
@@ -91,6 +93,16 @@ class SampleConfig:
         if not 0 < t <= 2:
             raise TagfaceError(f"--truncation {t}: allowed range is (0, 2]; 1 is the training distribution")
         return t
+
+    def standing_tags(self, freq: TagFrequencies) -> TagFrequencies:
+        """The tag frequencies the standing statistics are gathered over. BatchNorm's statistics depend on the tags
+        in the batch, so they are best gathered over the tags G will be asked for: every pair alike, as the tag grid
+        and the studio ask (1, the default), rather than the data's frequencies (0); docs/ablations.md measures both."""
+        s = self.standing_uniform
+        if not 0 <= s <= 1:
+            raise TagfaceError(f"sample.standing_uniform {s}: allowed range is [0, 1] (1: every hair x eye pair "
+                               "alike, 0: the training data's frequencies)")
+        return freq.toward_uniform(s)
 
 
 # what a stage may change mid-run: loss weights and optimiser settings, never the networks, the data or the batch

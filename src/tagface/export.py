@@ -222,10 +222,11 @@ def export_safetensors(gen, out: str | Path, half: bool = False) -> dict:
 
 def export_checkpoint(checkpoint: str | Path | None, out: str | Path, fmt: str = "onnx", opset: int | None = None,
                       exporter: str = "torchscript", verify: bool = True, half: bool = False,
-                      standing_stats: int = 0) -> dict:
+                      standing_stats: int = 0, standing_uniform: float | None = None) -> dict:
     """`tagface export`: a run directory, generator or checkpoint file -> an exported generator.
     `standing_stats` > 0 first recomputes G's BatchNorm statistics over that many generated batches (for
-    generators written before runs did so, or full checkpoints, which keep the live statistics)."""
+    generators written before runs did so, or full checkpoints, which keep the live statistics), their tags
+    `standing_uniform` even over the pairs (default: the recipe's `sample.standing_uniform`)."""
     if fmt.lower() not in FORMATS:
         raise TagfaceError(f"unknown export format '{fmt}'; allowed: {' '.join(FORMATS)}")
     fmt = fmt.lower()
@@ -234,12 +235,17 @@ def export_checkpoint(checkpoint: str | Path | None, out: str | Path, fmt: str =
         raise TagfaceError(f"--out {out}: the {fmt} format writes a file ending in {suffix}")
     if half and fmt != "safetensors":
         raise TagfaceError("--half: only the safetensors format stores fp16 weights")
+    if standing_uniform is not None and standing_stats <= 0:
+        raise TagfaceError("--standing-uniform: only with --standing-stats (it says which tags those batches draw)")
     if fmt == "onnx":
         _require_onnx()  # before loading weights: say what is missing first
     from .sampling import FaceGenerator, standing_batchnorm
     gen = FaceGenerator.load(checkpoint, device="cpu")
-    if standing_stats > 0:
-        gen.G = standing_batchnorm(gen.G, gen.freq, gen.z_dim, standing_stats)
+    if standing_stats > 0:  # the written recipe then says how its statistics were gathered
+        gen.recipe.sample.standing_stats = standing_stats
+        if standing_uniform is not None:
+            gen.recipe.sample.standing_uniform = standing_uniform
+        gen.G = standing_batchnorm(gen.G, gen.recipe.sample.standing_tags(gen.freq), gen.z_dim, standing_stats)
     if fmt == "safetensors":
         return export_safetensors(gen, out, half)
     return export_onnx(gen.G, gen.recipe, out, opset=opset, step=gen.step, freq=gen.freq, exporter=exporter,

@@ -159,6 +159,12 @@ class TagFrequencies:
         e = np.bincount(np.asarray(eyes), minlength=N_EYES).astype(np.float64)
         return cls((h / h.sum()).tolist(), (e / e.sum()).tolist())
 
+    def toward_uniform(self, share: float) -> "TagFrequencies":
+        """These frequencies mixed with the uniform ones: `share` 1 draws every hair x eye pair alike, 0 is self."""
+        u = TagFrequencies.uniform()
+        mix = lambda ours, even: [share * e + (1 - share) * o for o, e in zip(ours, even)]  # noqa: E731
+        return TagFrequencies(mix(self.hair, u.hair), mix(self.eyes, u.eyes))
+
     def complete(self, tags: Tags, seed: int) -> tuple[Tags, list[str]]:
         """Fill missing colours by sampling the training frequencies with numpy's generator, seeded by `seed` (the
         seed that also draws the faces' noise, offset so the two draws are unrelated); returns notes saying so, and

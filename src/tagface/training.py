@@ -222,6 +222,7 @@ class Trainer:
         self.local_batch = self.sampler.local
         self.replay = ReplayBuffer(t.replay_size, t.replay_prob) if t.replay_size else None
         self.freq = TagFrequencies.from_labels(data.hair, data.eyes)
+        self.standing_tags = recipe.sample.standing_tags(self.freq)  # checked now, not at the first save
         self.step = 0
         fixed = torch.Generator().manual_seed(1234)
         self.fixed_labels = sample_grid_labels(8)
@@ -388,7 +389,7 @@ class Trainer:
             return
         meta = {"tagface.version": __version__, "tagface.recipe": json.dumps(self.config.to_dict())}
         save_state(state, self.out / CHECKPOINT, meta)
-        G = standing_batchnorm(self.G_ema, self.freq, self.recipe.model.z_dim, self.recipe.sample.standing_stats)
+        G = standing_batchnorm(self.G_ema, self.standing_tags, self.recipe.model.z_dim, self.recipe.sample.standing_stats)
         save_generator(G, self.config, self.freq, self.out / GENERATOR, step=self.step)
 
     def resume(self) -> None:
