@@ -130,16 +130,16 @@ def test_export_can_recompute_standing_statistics(runs, tmp_path, capsys):
     assert main(["export", "--checkpoint", str(run), "--format", "safetensors", "--standing-stats", "3",
                  "--out", str(out)]) == 0
     source, got = FaceGenerator.load(run), FaceGenerator.load(out)
-    want = standing_batchnorm(source.G, TagFrequencies.uniform(), source.z_dim, 3)  # the default: every pair alike
+    want = standing_batchnorm(source.G, source.freq, source.z_dim, 3)  # the default: the data's frequencies
     stats = [k for k in want.state_dict() if k.endswith(("running_mean", "running_var"))]
     assert stats and all(torch.equal(got.G.state_dict()[k], want.state_dict()[k]) for k in stats)
     assert not all(torch.equal(got.G.state_dict()[k], source.G.state_dict()[k]) for k in stats)
-    # --standing-uniform 0: the data's frequencies, and the written recipe says so
+    # --standing-uniform 1: every pair alike, and the written recipe says so
     assert main(["export", "--checkpoint", str(run), "--format", "safetensors", "--standing-stats", "3",
-                 "--standing-uniform", "0", "--out", str(out)]) == 0
-    got, want = FaceGenerator.load(out), standing_batchnorm(source.G, source.freq, source.z_dim, 3)
+                 "--standing-uniform", "1", "--out", str(out)]) == 0
+    got, want = FaceGenerator.load(out), standing_batchnorm(source.G, TagFrequencies.uniform(), source.z_dim, 3)
     assert all(torch.equal(got.G.state_dict()[k], want.state_dict()[k]) for k in stats)
-    assert got.recipe.sample.standing_uniform == 0 and source.freq != TagFrequencies.uniform()
+    assert got.recipe.sample.standing_uniform == 1 and source.freq != TagFrequencies.uniform()
     capsys.readouterr()
     before = out.read_bytes()
     assert main(["export", "--checkpoint", str(run), "--format", "safetensors", "--standing-uniform", "0.5",

@@ -472,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recompute G's BatchNorm statistics over this many generated batches of 64 first (e.g. 50)")
     x.add_argument("--standing-uniform", type=share, metavar="SHARE",
                    help="with --standing-stats: share of those batches' tags drawn evenly over every hair x eye pair, "
-                   "the rest at the data's frequencies (default: the recipe's sample.standing_uniform, 1)")
+                   "the rest at the data's frequencies (default: the recipe's sample.standing_uniform, 0)")
     x.add_argument("--opset", type=positive(int), help="ONNX opset (default 17; 18 with --exporter dynamo)")
     x.add_argument("--exporter", default="torchscript", choices=["torchscript", "dynamo"],
                    help="torch.onnx exporter: torchscript (default, needs only onnx) or dynamo (needs onnxscript)")

@@ -85,7 +85,7 @@ class TrainConfig:
 class SampleConfig:
     truncation: float = 1.0           # noise intensity: z ~ N(0, T^2); lower is safer, less varied
     standing_stats: int = 50          # batches of 64 that recompute the saved generator's BatchNorm statistics; 0: off
-    standing_uniform: float = 1.0     # share of those batches' tags drawn evenly over every hair x eye pair; 0: data's
+    standing_uniform: float = 0.0     # share of those batches' tags drawn evenly over every pair; 0: the data's mix
 
     def truncation_or_default(self, truncation: float | None) -> float:
         """The truncation to draw with: the one asked for, checked, else this recipe's."""
@@ -95,9 +95,9 @@ class SampleConfig:
         return t
 
     def standing_tags(self, freq: TagFrequencies) -> TagFrequencies:
-        """The tag frequencies the standing statistics are gathered over. BatchNorm's statistics depend on the tags
-        in the batch, so they are best gathered over the tags G will be asked for: every pair alike, as the tag grid
-        and the studio ask (1, the default), rather than the data's frequencies (0); docs/ablations.md measures both."""
+        """The tag frequencies the standing statistics are gathered over: the data's (0, the default) or every hair
+        x eye pair alike (1, as the tag grid asks). Even tags bring the grid's mix of faces nearer the real one but
+        each tag's faces further from real (docs/ablations.md, "Standing statistics over every tag pair")."""
         s = self.standing_uniform
         if not 0 <= s <= 1:
             raise TagfaceError(f"sample.standing_uniform {s}: allowed range is [0, 1] (1: every hair x eye pair "
