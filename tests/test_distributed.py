@@ -39,11 +39,14 @@ def _train_rank(rank: int, world: int, port: int, out: str, *extra: str) -> None
     trainer.fit(3)
     weights = {f"G.{k}": v for k, v in trainer.G.state_dict().items()}
     weights.update({f"D.{k}": v for k, v in trainer.D.state_dict().items()})
+    weights["ada_p"] = torch.tensor(trainer.ada_p, dtype=torch.float64)  # ADA's chance must agree across ranks
     atomic_save_tensors(weights, os.path.join(out, f"rank{rank}.safetensors"))
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("extra", [(), ("train.reuse_fakes=true",)])
+@pytest.mark.parametrize("extra", [(), ("train.reuse_fakes=true",),
+                                   ("train.diffaugment=color,cutout", "train.ada_target=0.1", "train.ada_interval=1",
+                                    "train.ada_kimg=0.01")])
 def test_two_gloo_ranks_hold_identical_weights(extra, tmp_path):
     mp.spawn(_train_rank, args=(2, free_port(), str(tmp_path), *extra), nprocs=2, join=True)
     a, b = load_tensors(tmp_path / "rank0.safetensors"), load_tensors(tmp_path / "rank1.safetensors")

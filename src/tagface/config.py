@@ -71,6 +71,9 @@ class TrainConfig:
     flip: bool = True
     rotate: float = 5.0               # max rotation in degrees (the reports); it resamples, so it blurs what D sees
     diffaugment: str = ""             # DiffAugment on every D input, e.g. "color,translation,cutout" ("": off)
+    ada_target: float = 0.0           # ADA: adapt those transforms' chance p so D's mean sign on reals is this (0.6)
+    ada_kimg: float = 100.0           # ADA: thousand images in which p can go from 0 to 1
+    ada_interval: int = 4             # ADA: steps between adjustments of p
     seed: int = 0
     precision: str = "fp32"           # fp32, or bf16 autocast (weights and optimizer stay fp32)
     channels_last: bool = False       # NHWC activations, for CUDA convolutions (far slower on a CPU: docs/performance.md)
@@ -109,7 +112,8 @@ class SampleConfig:
 STAGE_KEYS = {
     "loss": ("cls_weight", "fake_cls", "penalty_weight", "penalty_on_labels", "drift", "frozen_classifier",
              "frozen_classifier_weight", "feature_matching", "mode_seeking"),
-    "train": ("lr_g", "lr_d", "lr_grown", "betas", "ema", "replay_prob", "flip", "rotate", "diffaugment", "reuse_fakes"),
+    "train": ("lr_g", "lr_d", "lr_grown", "betas", "ema", "replay_prob", "flip", "rotate", "diffaugment", "ada_target",
+              "ada_kimg", "ada_interval", "reuse_fakes"),
 }
 
 

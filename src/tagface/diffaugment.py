@@ -1,7 +1,9 @@
-"""DiffAugment (Zhao et al. 2020, "Differentiable Augmentation for Data-Efficient GAN Training").
+"""DiffAugment (Zhao et al. 2020, "Differentiable Augmentation for Data-Efficient GAN Training") and ADA's
+adaptive strength (Karras et al. 2020, "Training Generative Adversarial Networks with Limited Data").
 
 The same random, differentiable transforms are applied to every image D sees, real or fake, in D's and in G's
-step, so D cannot overfit the small training set while G still gets gradients through the transforms. Images
+step, so D cannot overfit the small training set while G still gets gradients through the transforms. With ADA
+each image takes each transform only with probability p, and p follows how sure D is of the real faces. Images
 are in [-1, 1]; every draw comes from the caller's torch.Generator, so a resumed run continues exactly.
 """
 from __future__ import annotations
@@ -69,18 +71,31 @@ def parse_policy(policy: str) -> list[str]:
     return names
 
 
-def diff_augment(x: torch.Tensor, names: list[str], rng: torch.Generator) -> torch.Tensor:
+def diff_augment(x: torch.Tensor, names: list[str], rng: torch.Generator, p: float = 1.0) -> torch.Tensor:
+    """The transforms in turn; with p < 1 (ADA) each image takes each one with probability p."""
+    if p <= 0:
+        return x
     for name in names:
-        x = TRANSFORMS[name](x, rng)
+        y = TRANSFORMS[name](x, rng)
+        x = y if p >= 1 else torch.where(_rand(x, rng, 1, 1, 1) < p, y, x)
     return x
+
+
+def ada_adjust(p: float, overfit: float, target: float, images: int, kimg: float) -> float:
+    """ADA's controller: `overfit` is D's mean sign on real faces (r_t; 1 when D is sure of every one). Above the
+    target p rises, below it falls, each time by `images` / (`kimg` x 1000): p can cross from 0 to 1 in `kimg`
+    thousand images. Kept within [0, 1]."""
+    direction = (overfit > target) - (overfit < target)
+    return min(max(p + direction * images / (kimg * 1000), 0.0), 1.0)
 
 
 class DiffAugmented:
     """Calls D on augmented images; what the losses see instead of D when train.diffaugment is set. Gradient
-    penalties then apply to D o T, which is what D is trained as."""
+    penalties then apply to D o T, which is what D is trained as. `p` is the chance of each transform per image:
+    1 for DiffAugment, adapted by the trainer for ADA."""
 
-    def __init__(self, D: Callable, names: list[str], rng: torch.Generator):
-        self.D, self.names, self.rng = D, names, rng
+    def __init__(self, D: Callable, names: list[str], rng: torch.Generator, p: float = 1.0):
+        self.D, self.names, self.rng, self.p = D, names, rng, p
 
     def __call__(self, x: torch.Tensor, labels: torch.Tensor | None = None):
-        return self.D(diff_augment(x, self.names, self.rng), labels)
+        return self.D(diff_augment(x, self.names, self.rng, self.p), labels)

@@ -29,7 +29,7 @@ from .checkpoint import (atomic_write_text, is_grown, load_resume_state, load_st
                          read_metadata, resolve_checkpoint, run_file, save_state)
 from .config import Recipe
 from .data import FaceSet, augment, to_float
-from .diffaugment import DiffAugmented, parse_policy
+from .diffaugment import DiffAugmented, ada_adjust, parse_policy
 from .errors import TagfaceError
 from .export import discriminator_path
 from .losses import (FeatureMatching, FrozenClassifierLoss, GANObjective, Labels, feature_stats_torch,
@@ -211,6 +211,7 @@ class Trainer:
                 self.D_train = DDP(distributed.convert_batchnorm(self.D), device_ids=ids, broadcast_buffers=False)
         if t.compile:
             self.G_train, self.D_train = torch.compile(self.G_train), torch.compile(self.D_train)
+        self.ada_p = 0.0  # ADA's augmentation chance; it starts at none and rises as D overfits
         self.D_loss = self._d_loss(recipe)
         # grown layers (if any) are a second group, so that train.lr_grown can speed them up
         base = [p for n, p in self.G.named_parameters() if not is_grown(self.G, n)]
@@ -239,9 +240,21 @@ class Trainer:
         return GANObjective(recipe.loss, extra)
 
     def _d_loss(self, recipe: Recipe) -> nn.Module:
-        """What the losses call D: through DiffAugment when it is on (the same transforms for real and fake)."""
-        names = parse_policy(recipe.train.diffaugment)
-        return DiffAugmented(self.D_train, names, self.rng) if names else self.D_train
+        """What the losses call D: through DiffAugment when it is on (the same transforms for real and fake), with
+        ADA's adapted chance when train.ada_target is set."""
+        t = recipe.train
+        names = parse_policy(t.diffaugment)
+        if t.ada_target:
+            if not names:
+                raise TagfaceError(f"train.ada_target {t.ada_target}: ADA adapts how often DiffAugment's transforms "
+                                   "apply; name them too, e.g. --set train.diffaugment=color,translation,cutout")
+            if not (0 < t.ada_target < 1 and t.ada_kimg > 0 and t.ada_interval >= 1):
+                raise TagfaceError(f"ADA: train.ada_target {t.ada_target} must lie in (0, 1) (D's mean sign on real "
+                                   f"faces; 0.6 in the paper; 0 turns ADA off), train.ada_kimg {t.ada_kimg} above 0 and "
+                                   f"train.ada_interval {t.ada_interval} at least 1")
+        if not names:
+            return self.D_train
+        return DiffAugmented(self.D_train, names, self.rng, self.ada_p if t.ada_target else 1.0)
 
     def _enter_stage(self) -> None:
         """Switch to the recipe in force at this step: losses, augmentation and optimiser settings. The recipe,
@@ -302,7 +315,28 @@ class Trainer:
             loss.backward()
             self.opt_d.step()
             logs.update(logs_d)
+        if t.ada_target:
+            logs.update(self._adapt_augmentation(real, labels))
         return logs, kept
+
+    @torch.no_grad()
+    def _adapt_augmentation(self, real: torch.Tensor, labels: Labels) -> dict[str, float]:
+        """ADA: every ada_interval steps D's mean sign on augmented real faces (r_t, averaged over the ranks) says
+        how far it has overfitted; the augmentation chance p follows it towards the target."""
+        t, logs = self.recipe.train, {}
+        if self.step % t.ada_interval == 0:
+            with self._autocast():
+                reads = self.objective.conditioning.reads_labels
+                score = self.D_loss(real, labels.onehot if reads else None).adv
+            overfit = torch.sign(score.float()).mean()
+            if self.dist.active:
+                torch.distributed.all_reduce(overfit)
+                overfit /= self.dist.world
+            logs["ada_overfit"] = overfit.item()
+            self.ada_p = ada_adjust(self.ada_p, logs["ada_overfit"], t.ada_target, t.batch_size * t.ada_interval,
+                                    t.ada_kimg)
+            self.D_loss.p = self.ada_p
+        return {**logs, "ada_p": self.ada_p}
 
     def _train_g(self, kept: tuple | None) -> dict[str, float]:
         t, logs, mode_seeking = self.recipe.train, {}, self.recipe.loss.mode_seeking
@@ -366,7 +400,7 @@ class Trainer:
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "sampler": self.sampler.state_dict(),
             "data_rng": self.data_rng.get_state(), "rng": distributed.gather_tensors(self.rng.get_state()),
             "torch_rng": torch.get_rng_state(),
-            "replay": self.replay.state_dict() if self.replay else None,
+            "replay": self.replay.state_dict() if self.replay else None, "ada_p": self.ada_p,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -376,6 +410,8 @@ class Trainer:
         self.step = state["step"]
         for name in ("G", "D", "G_ema", "opt_g", "opt_d", "sampler"):
             getattr(self, name).load_state_dict(state[name])
+        self.ada_p = state.get("ada_p", 0.0)  # checkpoints from before ADA have none
+        self.D_loss = self._d_loss(self.recipe)
         self._enter_stage()
         self.data_rng.set_state(state["data_rng"])
         self.rng.set_state(state["rng"][self.dist.rank])
