@@ -14,6 +14,8 @@
 #   ARMS=C SMOKE_STEPS=38502 SNAP_S=60 EXPORT_D=1 TRAIN_S=210 bash benchmarks/gpu_continue.sh
 # A second session from one arm's generator (a new D warmed up first; its first session's D did not come back):
 #   ARMS=C INIT=gpu/init/C-end.safetensors DWARM=500 SMOKE_STEPS=27002 DATA=gpu/mlds-jpeg12k.tar.gz EXPORT_D=1 bash benchmarks/gpu_continue.sh
+# Next, against D's overfitting on the subset (its loss fell to 0.06): the recipe beside ADA,
+#   ARMS="C ADA" SMOKE_STEPS=38502 MID_PCT=60 EXPORT_D=1 TRAIN_S=470 bash benchmarks/gpu_continue.sh
 # (The 2026-11-30 session ran this with the recipe as an untracked gpu/continue.yaml: the same values, batch 64 and
 # lr 5e-5 as its base, so its arms named the changes the other way round.)
 set -u
@@ -40,6 +42,7 @@ arm_args() {  # what each continuation changes from the recipe (batch 256, lr 1e
     D) echo "--set train.lr_g=5e-5 --set train.lr_d=5e-5 --set train.diffaugment=translation,cutout" ;;
     N) echo "--set loss.mode_seeking=0" ;;     # the one CPU continuation past 27000 that held level
     H) echo "--set loss.mode_seeking=0.5" ;;
+    ADA) echo "--set train.diffaugment=color,translation,cutout --set train.ada_target=0.6" ;;  # ADA from the lease's start
   esac
 }
 train() {  # arm, steps, seconds. Stopped by SIGTERM: the last checkpoint (every 500 steps) counts
