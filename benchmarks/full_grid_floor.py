@@ -23,9 +23,10 @@ from tagface.losses import Labels
 from tagface.tags import N_EYES, N_HAIR
 
 
-def fill_missing(hair: torch.Tensor, eyes: torch.Tensor, labels: Labels, held_pairs: torch.Tensor, g: torch.Generator, keep_eyes: bool) -> torch.Tensor:
-    """Distinct indices into a face set with these tags, one per label. keep_eyes: a face of the label's own pair while unused ones
-    last, then one of the same eye colour and another hair (adl has 0 to 34 gray-eyed faces per hair colour, and
+def fill_missing(hair: torch.Tensor, eyes: torch.Tensor, labels: Labels, held_pairs: torch.Tensor,
+                 g: torch.Generator, keep_eyes: bool) -> torch.Tensor:
+    """Distinct indices into a face set with these tags, one per label. keep_eyes: a face of the label's own pair
+    while unused ones last, then one of the same eye colour and another hair (adl has 0 to 34 gray-eyed faces per hair colour, and
     repeating a face would shrink the set's spread); otherwise the same hair with an eye colour mlds holds."""
     used, out = torch.zeros(len(hair), dtype=torch.bool), []
     order = torch.randperm(len(hair), generator=g)
