@@ -26,8 +26,9 @@ from tagface.tags import N_EYES, N_HAIR
 def fill_missing(hair: torch.Tensor, eyes: torch.Tensor, labels: Labels, held_pairs: torch.Tensor,
                  g: torch.Generator, keep_eyes: bool) -> torch.Tensor:
     """Distinct indices into a face set with these tags, one per label. keep_eyes: a face of the label's own pair
-    while unused ones last, then one of the same eye colour and another hair (adl has 0 to 34 gray-eyed faces per hair colour, and
-    repeating a face would shrink the set's spread); otherwise the same hair with an eye colour mlds holds."""
+    while unused ones last, then one of the same eye colour and another hair (adl has 0 to 34 gray-eyed faces per
+    hair colour, and repeating a face would shrink the set's spread); otherwise the same hair with an eye colour
+    mlds holds."""
     used, out = torch.zeros(len(hair), dtype=torch.bool), []
     order = torch.randperm(len(hair), generator=g)
     for h, e in zip(labels.hair.tolist(), labels.eyes.tolist()):
@@ -72,10 +73,13 @@ def main(mlds: str, adl: str, per_pair: int = 8, seeds=(0, 1, 2)) -> None:
         rr = frechet_distance(*feature_stats(feat[perm[m:2 * m]]), *stats_a)
         base = _draw_like(real, pool, Labels(labels.hair[asked_held], labels.eyes[asked_held]), seed + 4)
         base_feat = extract_features(tagger, real.images[base])
+        def fill(hair, eyes, keep_eyes):
+            return fill_missing(hair, eyes, missing, held_pairs, g, keep_eyes)
+
         fills = {
-            "adl, same pairs": other.images[fill_missing(other.hair, other.eyes, missing, held_pairs, g, keep_eyes=True)],
-            "adl, held eyes": other.images[fill_missing(other.hair, other.eyes, missing, held_pairs, g, keep_eyes=False)],
-            "mlds, held eyes": real.images[pool[fill_missing(real.hair[pool], real.eyes[pool], missing, held_pairs, g, False)]],
+            "adl, same pairs": other.images[fill(other.hair, other.eyes, keep_eyes=True)],
+            "adl, held eyes": other.images[fill(other.hair, other.eyes, keep_eyes=False)],
+            "mlds, held eyes": real.images[pool[fill(real.hair[pool], real.eyes[pool], keep_eyes=False)]],
         }
         line = [f"seed {seed}: real b vs a {rr:.2f}"]
         for name, images in fills.items():
