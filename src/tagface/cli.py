@@ -120,8 +120,8 @@ def cmd_train(args) -> int:
             say("tagface: " + trainer.init_from(None if args.init == "default" else args.init, args.d_warmup))
         steps = args.steps or recipe.train.steps
         if device == "cpu" and trainer.recipe.train.precision == "fp32" and cpu_has_native_bf16():
-            say("tagface: this CPU has native bf16: --precision bf16 --channels-last trained 1.8x as fast at level "
-                "quality where measured (docs/performance.md)")
+            say("tagface: this CPU has native bf16: --precision bf16 --channels-last trained 1.8x as fast "
+                "(its effect on quality: docs/performance.md)")
         say(f"tagface: training {recipe.name} on {len(data)} faces at {recipe.train.resolution}px, step {trainer.step} "
             f"-> {steps}, device {device}" + (f" x {dist.world} processes" if dist.active else "") + f", out {out}")
         keep_start = bool(args.init) and trainer.step >= steps  # e.g. a D warmed for a generator, no G step
