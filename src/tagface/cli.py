@@ -22,7 +22,7 @@ def positive(kind, allow_zero: bool = False):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
-        if value < 0 or (value == 0 and not allow_zero):
+        if not value >= 0 or value == float("inf") or (value == 0 and not allow_zero):  # `not >=`: nan too
             raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
         return value
     return parse
@@ -316,7 +316,9 @@ def cmd_export(args) -> int:
               f"{info['step']})", file=sys.stderr)
         return 0
     info = export_checkpoint(args.checkpoint, args.out, args.format, args.opset, args.exporter, half=args.half,
-                             standing_stats=args.standing_stats, standing_uniform=args.standing_uniform)
+                             standing_stats=args.standing_stats, standing_uniform=args.standing_uniform,
+                             tag_guidance=args.tag_guidance, guidance_tagger=args.guidance_tagger,
+                             guidance_per_pair=args.guidance_per_pair)
     if args.format.lower() == "safetensors":
         print(f"tagface: wrote {info['path']} ({info['bytes'] / 1e6:.1f} MB, {info['dtype']}; reloaded, it matches "
               f"the source generator to {info['max_abs_diff']:.1e})", file=sys.stderr)
@@ -473,6 +475,13 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--standing-uniform", type=share, metavar="SHARE",
                    help="with --standing-stats: share of those batches' tags drawn evenly over every hair x eye pair, "
                    "the rest at the data's frequencies (default: the recipe's sample.standing_uniform, 0)")
+    x.add_argument("--tag-guidance", type=positive(float, allow_zero=True), default=0.0, metavar="STRENGTH",
+                   help="fold tag guidance into G: each tag's noise moved towards the noise a tagger reads as that tag "
+                   "(e.g. 1; docs/ablations.md, \"Tag guidance\")")
+    x.add_argument("--guidance-tagger", metavar="FILE", help="tagger that measures the guidance (default: the "
+                   "shipped one, which then also judges `tagface evaluate`: use another to measure honestly)")
+    x.add_argument("--guidance-per-pair", type=positive(int), default=120, metavar="N",
+                   help="faces drawn per hair x eye pair to measure the guidance (default 120: 15,840 faces)")
     x.add_argument("--opset", type=positive(int), help="ONNX opset (default 17; 18 with --exporter dynamo)")
     x.add_argument("--exporter", default="torchscript", choices=["torchscript", "dynamo"],
                    help="torch.onnx exporter: torchscript (default, needs only onnx) or dynamo (needs onnxscript)")

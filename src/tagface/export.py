@@ -37,6 +37,7 @@ EXPORTERS = ("torchscript", "dynamo")
 DEFAULT_OPSET = 17          # onnxruntime >= 1.11 runs it; the TorchScript exporter supports up to 20
 DYNAMO_DEFAULT_OPSET = 18   # the lowest opset the torch.export-based exporter writes
 MIN_OPSET = 11              # the oldest opset both generators are checked with
+GUIDANCE_KEY = "tagface.tag_guidance"  # metadata of a guided generator file: the strength folded in, and how
 
 
 class _Wrapped(nn.Module):
@@ -202,14 +203,14 @@ def verify_onnx(model: bytes | str | Path, G: nn.Module, z_dim: int, batches: tu
     return worst
 
 
-def export_safetensors(gen, out: str | Path, half: bool = False) -> dict:
+def export_safetensors(gen, out: str | Path, half: bool = False, extra_meta: dict[str, str] | None = None) -> dict:
     """The generator alone (no D, no optimizer state) as safetensors, fp16 if `half`; what `generate` and
     `serve` load. Returns {"path", "bytes", "dtype", "max_abs_diff"}: the reloaded file's largest deviation
     from the source generator on batches of 1 and 3 (image values in [-1, 1])."""
     from .sampling import FaceGenerator, save_generator
     dtype = torch.float16 if half else torch.float32
     out = Path(out)
-    save_generator(gen.G, gen.recipe, gen.freq, out, step=gen.step, dtype=dtype)
+    save_generator(gen.G, gen.recipe, gen.freq, out, step=gen.step, dtype=dtype, extra_meta=extra_meta)
     back = FaceGenerator.load(out)
     worst = 0.0
     with torch.no_grad():
@@ -222,11 +223,14 @@ def export_safetensors(gen, out: str | Path, half: bool = False) -> dict:
 
 def export_checkpoint(checkpoint: str | Path | None, out: str | Path, fmt: str = "onnx", opset: int | None = None,
                       exporter: str = "torchscript", verify: bool = True, half: bool = False,
-                      standing_stats: int = 0, standing_uniform: float | None = None) -> dict:
+                      standing_stats: int = 0, standing_uniform: float | None = None, tag_guidance: float = 0.0,
+                      guidance_tagger: str | Path | None = None, guidance_per_pair: int = 120) -> dict:
     """`tagface export`: a run directory, generator or checkpoint file -> an exported generator.
     `standing_stats` > 0 first recomputes G's BatchNorm statistics over that many generated batches (for
     generators written before runs did so, or full checkpoints, which keep the live statistics), their tags
-    `standing_uniform` even over the pairs (default: the recipe's `sample.standing_uniform`)."""
+    `standing_uniform` even over the pairs (default: the recipe's `sample.standing_uniform`). `tag_guidance` > 0
+    then folds tag guidance of that strength into G (guidance.py), its shifts measured by `guidance_tagger`
+    (default: the shipped tagger) over `guidance_per_pair` faces per hair x eye pair."""
     if fmt.lower() not in FORMATS:
         raise TagfaceError(f"unknown export format '{fmt}'; allowed: {' '.join(FORMATS)}")
     fmt = fmt.lower()
@@ -237,17 +241,32 @@ def export_checkpoint(checkpoint: str | Path | None, out: str | Path, fmt: str =
         raise TagfaceError("--half: only the safetensors format stores fp16 weights")
     if standing_uniform is not None and standing_stats <= 0:
         raise TagfaceError("--standing-uniform: only with --standing-stats (it says which tags those batches draw)")
+    if not tag_guidance >= 0:  # also rejects nan
+        raise TagfaceError(f"--tag-guidance {tag_guidance}: must be >= 0 (0: none; 1 is the measured setting)")
     if fmt == "onnx":
         _require_onnx()  # before loading weights: say what is missing first
     from .sampling import FaceGenerator, standing_batchnorm
     gen = FaceGenerator.load(checkpoint, device="cpu")
+    guided_before = read_metadata(gen.source).get(GUIDANCE_KEY)
+    if tag_guidance > 0 and guided_before:
+        raise TagfaceError(f"--tag-guidance: {gen.source} is already guided ({guided_before}); export from the "
+                           "unguided generator, or the two would add up")
     if standing_stats > 0:  # the written recipe then says how its statistics were gathered
         gen.recipe.sample.standing_stats = standing_stats
         if standing_uniform is not None:
             gen.recipe.sample.standing_uniform = standing_uniform
         gen.G = standing_batchnorm(gen.G, gen.recipe.sample.standing_tags(gen.freq), gen.z_dim, standing_stats)
+    extra = {GUIDANCE_KEY: guided_before} if guided_before else {}
+    if tag_guidance > 0:
+        from .guidance import fold_tag_shifts, tag_input_layer, tag_shifts
+        from .tagger import load_tagger
+        tag_input_layer(gen.G)  # a generator that cannot be guided: say so before drawing thousands of faces
+        shifts = tag_shifts(gen, load_tagger(guidance_tagger), per_pair=guidance_per_pair)
+        fold_tag_shifts(gen.G, shifts, tag_guidance)
+        extra = {GUIDANCE_KEY: json.dumps({"strength": tag_guidance, "per_pair": guidance_per_pair,
+                                           "tagger": str(guidance_tagger) if guidance_tagger else "shipped"})}
     if fmt == "safetensors":
-        return export_safetensors(gen, out, half)
+        return export_safetensors(gen, out, half, extra)
     return export_onnx(gen.G, gen.recipe, out, opset=opset, step=gen.step, freq=gen.freq, exporter=exporter,
                        verify=verify)
 

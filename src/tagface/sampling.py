@@ -27,10 +27,10 @@ from .tags import EYE_COLOURS, HAIR_COLOURS, TagFrequencies, Tags
 
 
 def save_generator(G: nn.Module, recipe: Recipe, freq: TagFrequencies, path: str | Path, step: int = 0,
-                   dtype: torch.dtype = torch.float32) -> None:
+                   dtype: torch.dtype = torch.float32, extra_meta: dict[str, str] | None = None) -> None:
     meta = {"tagface.version": __version__, "tagface.kind": "generator", "tagface.step": str(step),
             "tagface.recipe": json.dumps(recipe.to_dict()),
-            "tagface.tag_frequencies": json.dumps({"hair": freq.hair, "eyes": freq.eyes})}
+            "tagface.tag_frequencies": json.dumps({"hair": freq.hair, "eyes": freq.eyes}), **(extra_meta or {})}
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in G.state_dict().items()}
     atomic_save_tensors(tensors, path, meta)
 
