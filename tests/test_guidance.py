@@ -13,8 +13,8 @@ from tagface.errors import TagfaceError
 from tagface.guidance import fold_tag_shifts, tag_shifts
 from tagface.losses import Labels
 from tagface.models import build_generator
-from tagface.sampling import FaceGenerator, save_generator
-from tagface.tagger import TaggerNet, save_tagger
+from tagface.sampling import FaceGenerator, save_generator, standing_batchnorm
+from tagface.tagger import TaggerNet, load_tagger, save_tagger
 from tagface.tags import EYE_COLOURS, HAIR_COLOURS, N_HAIR, N_TAGS, TagFrequencies
 
 from test_models_losses import tiny_recipe
@@ -108,6 +108,14 @@ def test_export_writes_a_guided_generator_and_refuses_to_guide_twice(tmp_path, c
     assert record["strength"] == 0.5 and record["per_pair"] == 4
     guided = FaceGenerator.load(out)
     assert guided.G.fc[0].weight[:, :gen.z_dim].equal(gen.G.fc[0].weight[:, :gen.z_dim])  # only tag columns move
+    # the file is the fold of the measured shifts, with BatchNorm statistics gathered again afterwards
+    source_gen = FaceGenerator.load(source)
+    shifts = tag_shifts(source_gen, load_tagger(tagger), per_pair=4)
+    batches = gen.recipe.sample.standing_stats or 50
+    want = standing_batchnorm(fold_tag_shifts(copy.deepcopy(source_gen.G), shifts, 0.5), gen.freq, gen.z_dim, batches)
+    assert record["standing_stats"] == batches
+    for k, v in want.state_dict().items():
+        assert torch.allclose(guided.G.state_dict()[k].float(), v.float(), atol=1e-6), k
     capsys.readouterr()
     before = out.read_bytes()
     assert main(args + ["--checkpoint", str(out), "--out", str(out)]) == 2

@@ -258,13 +258,10 @@ def export_checkpoint(checkpoint: str | Path | None, out: str | Path, fmt: str =
         gen.G = standing_batchnorm(gen.G, gen.recipe.sample.standing_tags(gen.freq), gen.z_dim, standing_stats)
     extra = {GUIDANCE_KEY: guided_before} if guided_before else {}
     if tag_guidance > 0:
-        from .guidance import fold_tag_shifts, tag_input_layer, tag_shifts
+        from .guidance import guide_generator
         from .tagger import load_tagger
-        tag_input_layer(gen.G)  # a generator that cannot be guided: say so before drawing thousands of faces
-        shifts = tag_shifts(gen, load_tagger(guidance_tagger), per_pair=guidance_per_pair)
-        fold_tag_shifts(gen.G, shifts, tag_guidance)
-        extra = {GUIDANCE_KEY: json.dumps({"strength": tag_guidance, "per_pair": guidance_per_pair,
-                                           "tagger": str(guidance_tagger) if guidance_tagger else "shipped"})}
+        record = guide_generator(gen, lambda: load_tagger(guidance_tagger), tag_guidance, guidance_per_pair)
+        extra = {GUIDANCE_KEY: json.dumps({**record, "tagger": str(guidance_tagger) if guidance_tagger else "shipped"})}
     if fmt == "safetensors":
         return export_safetensors(gen, out, half, extra)
     return export_onnx(gen.G, gen.recipe, out, opset=opset, step=gen.step, freq=gen.freq, exporter=exporter,

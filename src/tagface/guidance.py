@@ -8,7 +8,9 @@ tag is a Gaussian stand-in for redrawing the misread faces, and, unlike lowered 
 
 G reads one-hot tags beside z at its first linear layer, W [z | tags]. Feeding it z + S^T tags is the same as feeding
 z with the tag columns W_t replaced by W_t + W_z S^T, so the guidance folds into the weights: a guided generator is
-a plain generator file, drawn unchanged by torch, numpy_generator, ONNX and the studio.
+a plain generator file, drawn unchanged by torch, numpy_generator, ONNX and the studio. Its BatchNorm statistics
+must then be gathered again: the old ones normalise inputs without the shifts, and that costs fine detail
+(docs/ablations.md, "Tag guidance").
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import torch.nn as nn
 
 from .errors import TagfaceError
 from .losses import Labels
+from .sampling import standing_batchnorm
 from .tagger import predict_logits
 from .tags import EYE_COLOURS, HAIR_COLOURS, N_HAIR, N_TAGS
 from .text import OneHot
@@ -70,3 +73,16 @@ def fold_tag_shifts(G: nn.Module, shifts: torch.Tensor, strength: float) -> nn.M
     w = layer.weight
     w[:, z_dim:] += strength * (w[:, :z_dim].double() @ shifts.double().T).to(w.dtype)
     return G
+
+
+def guide_generator(gen, load_tagger, strength: float, per_pair: int = 120, seed: int = 0) -> dict:
+    """Fold tag guidance of `strength` into `gen` (a sampling.FaceGenerator, changed in place), then gather its
+    standing BatchNorm statistics again (the recipe's batch count, 50 if it has none). `load_tagger` is called
+    only once G is known to be guidable. Returns what was done, for the file's metadata."""
+    tag_input_layer(gen.G)  # before loading a tagger or drawing thousands of faces
+    shifts = tag_shifts(gen, load_tagger(), per_pair=per_pair, seed=seed)
+    fold_tag_shifts(gen.G, shifts, strength)
+    batches = gen.recipe.sample.standing_stats or 50
+    gen.recipe.sample.standing_stats = batches
+    gen.G = standing_batchnorm(gen.G, gen.recipe.sample.standing_tags(gen.freq), gen.z_dim, batches)
+    return {"strength": strength, "per_pair": per_pair, "seed": seed, "standing_stats": batches}
