@@ -125,6 +125,11 @@ def test_export_writes_a_guided_generator_and_refuses_to_guide_twice(tmp_path, c
     again = tmp_path / "again.safetensors"
     assert main(["export", "--format", "safetensors", "--checkpoint", str(out), "--out", str(again)]) == 0
     assert read_metadata(again)["tagface.tag_guidance"] == read_metadata(out)["tagface.tag_guidance"]
+    capsys.readouterr()
+    assert main(args[:5] + ["--guidance-tagger", str(tmp_path / "missing.safetensors"), "--checkpoint", str(source),
+                             "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tagface: error: --guidance-tagger") and "\n" not in err.strip() and out.read_bytes() == before
     for bad in ("-1", "nan", "inf", "strong"):
         with pytest.raises(SystemExit):
             main(args[:4] + [bad, "--checkpoint", str(source), "--out", str(tmp_path / "x.safetensors")])

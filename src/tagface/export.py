@@ -243,6 +243,8 @@ def export_checkpoint(checkpoint: str | Path | None, out: str | Path, fmt: str =
         raise TagfaceError("--standing-uniform: only with --standing-stats (it says which tags those batches draw)")
     if not tag_guidance >= 0:  # also rejects nan
         raise TagfaceError(f"--tag-guidance {tag_guidance}: must be >= 0 (0: none; 1 is the measured setting)")
+    if tag_guidance > 0 and guidance_tagger is not None and not Path(guidance_tagger).is_file():
+        raise TagfaceError(f"--guidance-tagger {guidance_tagger}: no such file (a tagger from `tagface tagger train`)")
     if fmt == "onnx":
         _require_onnx()  # before loading weights: say what is missing first
     from .sampling import FaceGenerator, standing_batchnorm
