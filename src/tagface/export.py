@@ -241,8 +241,6 @@ def export_checkpoint(checkpoint: str | Path | None, out: str | Path, fmt: str =
         raise TagfaceError("--half: only the safetensors format stores fp16 weights")
     if standing_uniform is not None and standing_stats <= 0:
         raise TagfaceError("--standing-uniform: only with --standing-stats (it says which tags those batches draw)")
-    if not tag_guidance >= 0:  # also rejects nan
-        raise TagfaceError(f"--tag-guidance {tag_guidance}: must be >= 0 (0: none; 1 is the measured setting)")
     if tag_guidance > 0 and guidance_tagger is not None and not Path(guidance_tagger).is_file():
         raise TagfaceError(f"--guidance-tagger {guidance_tagger}: no such file (a tagger from `tagface tagger train`)")
     if fmt == "onnx":
@@ -259,7 +257,7 @@ def export_checkpoint(checkpoint: str | Path | None, out: str | Path, fmt: str =
             gen.recipe.sample.standing_uniform = standing_uniform
         gen.G = standing_batchnorm(gen.G, gen.recipe.sample.standing_tags(gen.freq), gen.z_dim, standing_stats)
     extra = {GUIDANCE_KEY: guided_before} if guided_before else {}
-    if tag_guidance > 0:
+    if tag_guidance != 0:  # nan and negatives too: guide_generator says why they are refused
         from .guidance import guide_generator
         from .tagger import load_tagger
         record = guide_generator(gen, lambda: load_tagger(guidance_tagger), tag_guidance, guidance_per_pair)

@@ -25,6 +25,12 @@ from .tags import EYE_COLOURS, HAIR_COLOURS, N_HAIR, N_TAGS
 from .text import OneHot
 
 
+def check_strength(strength: float) -> float:
+    if not strength >= 0:  # also rejects nan
+        raise TagfaceError(f"--tag-guidance {strength}: must be >= 0 (0: no guidance; 1 is the measured setting)")
+    return strength
+
+
 def tag_input_layer(G: nn.Module) -> nn.Linear:
     """G's first layer, which reads [z | one-hot tags]; a clear error for generators that read tags otherwise."""
     layer = getattr(G, "fc", None)
@@ -64,8 +70,7 @@ def tag_shifts(gen, tagger: nn.Module, per_pair: int = 120, seed: int = 0, min_r
 @torch.no_grad()
 def fold_tag_shifts(G: nn.Module, shifts: torch.Tensor, strength: float) -> nn.Module:
     """Make G(z, tags) draw what G(z + strength * tags @ shifts, tags) drew, in place; returns G."""
-    if not strength >= 0:  # also rejects nan
-        raise TagfaceError(f"--tag-guidance {strength}: must be >= 0 (0: no guidance; 1 is the measured setting)")
+    check_strength(strength)
     layer = tag_input_layer(G)
     z_dim = layer.in_features - N_TAGS
     if tuple(shifts.shape) != (N_TAGS, z_dim):
@@ -79,6 +84,7 @@ def guide_generator(gen, load_tagger, strength: float, per_pair: int = 120, seed
     """Fold tag guidance of `strength` into `gen` (a sampling.FaceGenerator, changed in place), then gather its
     standing BatchNorm statistics again (the recipe's batch count, 50 if it has none). `load_tagger` is called
     only once G is known to be guidable. Returns what was done, for the file's metadata."""
+    check_strength(strength)
     tag_input_layer(gen.G)  # before loading a tagger or drawing thousands of faces
     shifts = tag_shifts(gen, load_tagger(), per_pair=per_pair, seed=seed)
     fold_tag_shifts(gen.G, shifts, strength)
