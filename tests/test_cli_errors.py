@@ -111,6 +111,37 @@ def test_generate_truncation_outside_its_range_fails_before_any_model_loads(caps
     assert "does not exist" not in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("value", ["0", "4097", "100000"])
+def test_generate_face_count_outside_its_range_fails_before_any_model_loads(capsys, tmp_path, value):
+    # 100,000 faces would be minutes of drawing and a grid image no viewer opens: a one-line error instead
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", "blue hair", "-n", value, "--checkpoint", str(tmp_path / "nope.safetensors")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "-n: expected a positive int up to 4096" in err and repr(value) in err
+    assert "does not exist" not in err and "Traceback" not in err
+
+
+def test_generate_more_columns_than_faces_gives_one_row_not_blank_canvas(tiny_generator, tmp_path):
+    from PIL import Image
+    out, one_col = tmp_path / "wide.png", tmp_path / "narrow.png"
+    assert main(["generate", "blue hair red eyes", "-n", "3", "--ncol", "1000", "--checkpoint", str(tiny_generator),
+                 "--out", str(out)]) == 0
+    assert main(["generate", "blue hair red eyes", "-n", "3", "--ncol", "1", "--checkpoint", str(tiny_generator),
+                 "--out", str(one_col)]) == 0
+    wide, narrow = Image.open(out).size, Image.open(one_col).size
+    assert wide == (narrow[1], narrow[0])  # three faces side by side: the one-column grid turned on its side
+
+
+def test_checkpoint_named_default_is_the_shipped_model_unless_such_a_path_exists(tmp_path, monkeypatch):
+    from tagface.checkpoint import default_model_path, resolve_checkpoint
+    monkeypatch.chdir(tmp_path)
+    assert resolve_checkpoint("default") == default_model_path()  # as `tagface train --init default` reads it
+    (tmp_path / "default").mkdir()
+    (tmp_path / "default" / "generator.safetensors").write_bytes(b"")
+    assert resolve_checkpoint("default").resolve() == tmp_path / "default" / "generator.safetensors"  # a run named so wins
+
+
 def test_generate_tags_file_that_is_not_text(capsys, tiny_generator, tmp_path):
     tags_file = tmp_path / "testing_text.txt"
     tags_file.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")

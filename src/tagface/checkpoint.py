@@ -152,8 +152,9 @@ def default_model_path() -> Path:
 
 
 def resolve_checkpoint(path: str | Path | None) -> Path:
-    """--checkpoint: a generator or training file, a run directory, or None for the model shipped in the package."""
-    if path is None:
+    """--checkpoint: a generator or training file, a run directory, or None (or 'default', as `train --init` takes
+    it, unless a file or folder of that name is here) for the model shipped in the package."""
+    if path is None or (str(path) == "default" and not Path(path).exists()):
         p = default_model_path()
         if not p.exists():
             raise TagfaceError("no default model is shipped in this install; pass --checkpoint RUN_DIR_OR_FILE "

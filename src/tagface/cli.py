@@ -12,20 +12,27 @@ from pathlib import Path
 from .errors import TagfaceError
 
 
-def positive(kind, allow_zero: bool = False):
-    """argparse type: a number > 0, or >= 0 with allow_zero (also used by the translate and pipeline commands)."""
+def positive(kind, allow_zero: bool = False, at_most=None):
+    """argparse type: a number > 0, or >= 0 with allow_zero, and <= at_most when given (also used by the translate
+    and pipeline commands)."""
     at_least_zero = "an integer >= 0" if kind is int else "a number >= 0"
     wanted = at_least_zero if allow_zero else f"a positive {kind.__name__}"
+    if at_most is not None:
+        wanted += f" up to {at_most}"
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
-        if not value >= 0 or value == float("inf") or (value == 0 and not allow_zero):  # `not >=`: nan too
+        too_big = at_most is not None and value > at_most
+        if not value >= 0 or value == float("inf") or (value == 0 and not allow_zero) or too_big:  # `not >=`: nan too
             raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
         return value
     return parse
+
+
+MAX_FACES_PER_LINE = 4096  # per tag line: a 4096-face grid is ~17 s and 36 MB of PNG; more is a mistake, not a picture
 
 
 def share(text: str) -> float:
@@ -382,10 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="draw faces for tags")
     g.add_argument("tags", nargs="?", help="e.g. \"blue hair red eyes\"; a missing colour is sampled")
-    g.add_argument("-n", type=positive(int), default=16, help="faces per tag line (default 16)")
+    g.add_argument("-n", type=positive(int, at_most=MAX_FACES_PER_LINE), default=16,
+                   help=f"faces per tag line (default 16, at most {MAX_FACES_PER_LINE})")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", default="grid.png", help="image file, or folder with --tags-file")
-    g.add_argument("--checkpoint", help="run directory or .safetensors file (default: the shipped model)")
+    g.add_argument("--checkpoint", help="run directory or .safetensors file (omitted or 'default': the shipped model)")
     g.add_argument("--truncation", type=truncation, help="noise intensity in (0, 2]; lower: safer, less varied")
     g.add_argument("--tags-file", help="course format: lines '<id>,<tags>' -> OUT/sample_<id>_<k>.jpg")
     g.add_argument("--tag-grid", action="store_true", help="the 12 x 11 hair x eye grid")
@@ -424,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=cmd_tagger_relabel)
 
     e = sub.add_parser("evaluate", help="attribute accuracy, Frechet distance and diversity of a generator")
-    e.add_argument("--checkpoint", help="run directory or .safetensors (default: the shipped model)")
+    e.add_argument("--checkpoint", help="run directory or .safetensors (omitted or 'default': the shipped model)")
     e.add_argument("--tagger", help="tagger file (default: the shipped one)")
     e.add_argument("--real", action="append", required=True, help="real data folder (repeat to combine)")
     e.add_argument("--samples-per-tag", type=positive(int), default=8)
@@ -440,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="the studio: a web page and JSON API for drawing faces")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     sv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    sv.add_argument("--checkpoint", help="run directory or .safetensors file (default: the shipped model)")
+    sv.add_argument("--checkpoint", help="run directory or .safetensors file (omitted or 'default': the shipped model)")
     sv.add_argument("--max-concurrent", type=positive(int), help="model calls at once (default: CPU cores, at most 4)")
     sv.add_argument("--queue", type=int, default=8, help="requests that may wait for a model call; more get 503 (default 8)")
     sv.add_argument("--wait", type=float, default=5.0, help="seconds a request may wait before a 503 (default 5)")
@@ -464,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_crop)
 
     x = sub.add_parser("export", help="export a generator: ONNX, or slim (fp16) safetensors")
-    x.add_argument("--checkpoint", help="run directory or .safetensors file (default: the shipped model)")
+    x.add_argument("--checkpoint", help="run directory or .safetensors file (omitted or 'default': the shipped model)")
     x.add_argument("--format", default="onnx", help="onnx (default) or safetensors (the generator alone)")
     x.add_argument("--out", required=True, help="output file, e.g. g.onnx or g.safetensors")
     x.add_argument("--half", action="store_true", help="fp16 weights (safetensors only; half the size)")

@@ -27,9 +27,11 @@ def as_uint8(images) -> np.ndarray:
 
 
 def image_grid(images, ncol: int, pad: int = 2) -> Image.Image:
-    """uint8 [N, 3, H, W] (or float in [-1, 1]) -> one Pillow image with `ncol` columns."""
+    """uint8 [N, 3, H, W] (or float in [-1, 1]) -> one Pillow image with `ncol` columns (no more than N: extra
+    columns would only be blank canvas)."""
     arr = as_uint8(images).transpose(0, 2, 3, 1)
     n, h, w, _ = arr.shape
+    ncol = max(1, min(ncol, n))
     nrow = -(-n // ncol)
     canvas = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, 3), 255, np.uint8)
     for i in range(n):
