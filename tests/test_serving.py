@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 with warnings.catch_warnings():  # starlette >= 1.x suggests httpx2 over httpx; either works here
@@ -17,7 +18,7 @@ with warnings.catch_warnings():  # starlette >= 1.x suggests httpx2 over httpx; 
 
 from tagface.sampling import FaceGenerator  # noqa: E402
 from tagface.serving import MAX_FACES, FaceRef, create_app, slerp  # noqa: E402
-from tagface.tags import EYE_COLOURS, HAIR_COLOURS  # noqa: E402
+from tagface.tags import EYE_COLOURS, HAIR_COLOURS, N_HAIR, N_TAGS  # noqa: E402
 from tagface.training import Trainer  # noqa: E402
 
 from test_models_losses import random_faces, tiny_recipe  # noqa: E402
@@ -63,6 +64,42 @@ def test_generate_returns_n_pngs_of_the_models_resolution(client, gen):
         im = decode(url)
         assert im.format == "PNG" and im.size == (gen.resolution, gen.resolution) and im.mode == "RGB"
     assert [f["index"] for f in out["faces"]] == [0, 1, 2] and all(f["batch"] == 3 for f in out["faces"])
+
+
+class _BrightIsBlueTagger(torch.nn.Module):
+    """Reads faces brighter than `threshold` as white hair, the rest as pink; every face's eyes as black."""
+
+    def __init__(self, threshold: float):
+        super().__init__()
+        self.threshold = threshold
+
+    def forward(self, images):
+        bright = images.float().mean((1, 2, 3)) > self.threshold
+        logits = torch.zeros(images.shape[0], N_TAGS)
+        logits[:, HAIR_COLOURS.index("white")] = bright.float()
+        logits[:, HAIR_COLOURS.index("pink")] = (~bright).float()
+        logits[:, N_HAIR + EYE_COLOURS.index("black")] = 1.0
+        return logits
+
+
+def test_strict_tags_redraws_misread_faces_and_names_the_seed_of_each(client, gen, monkeypatch):
+    from tagface.tags import Tags
+    body = {"hair": "white", "eyes": "black", "n": 8, "seed": 3}  # colours the tiny run's random faces have
+    assert gen.freq.hair[HAIR_COLOURS.index("white")] > 0 and gen.freq.eyes[EYE_COLOURS.index("black")] > 0
+    plain = gen.generate(Tags("white", "black"), 8, seed=3)
+    means = plain.float().mean((1, 2, 3)).sort().values
+    threshold = float(means[2] + means[3]) / 2  # the three darkest plain faces read as pink hair
+    monkeypatch.setattr(client.app.state.studio, "_tagger", _BrightIsBlueTagger(threshold))
+    out = post(client, "/api/generate", {**body, "strict_tags": True})
+    seeds = [f["seed"] for f in out["faces"]]
+    misread = (plain.float().mean((1, 2, 3)) <= threshold).tolist()
+    assert [s != 3 for s in seeds] == misread and sum(misread) == 3  # exactly the misread faces were drawn again
+    assert any("strict tags: the tagger misread " + str(sum(misread)) + " of 8 faces" in note for note in out["notes"])
+    for i, face in enumerate(out["faces"]):  # each reference draws its face again, without strict_tags
+        again = post(client, "/api/generate", {**body, "seed": face["seed"], "n": face["batch"]})
+        assert again["images"][face["index"]] == out["images"][i]
+        assert np.asarray(pixels(out["images"][i]), np.float32).mean() > threshold  # read as white hair
+    assert post(client, "/api/generate", {**body, "strict_tags": True})["images"] == out["images"]
 
 
 def test_same_seed_same_faces_other_hair_other_faces(client, gen):

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from . import __version__
 from .data import to_uint8
 from .errors import TagfaceError
+from .guidance import RedrawMisread
 from .losses import Labels
 from .sampling import FaceGenerator
 from .tags import EYE_COLOURS, HAIR_COLOURS, SYNONYMS, Tags, eye_index, hair_index, one_hot
@@ -44,6 +45,7 @@ MAX_FACES = 64
 MAX_FRAMES = 32
 MAX_SEED = 2**32 - 1
 MAX_STEPS = 16
+STRICT_DRAWS = 8  # as `tagface generate --strict-tags`
 MAX_COLOUR_CHARS = 32  # a colour name or spelling is short; a longer field is a mistake, not worth echoing back
 RANDOM = "random"
 
@@ -87,6 +89,9 @@ class GenerateRequest(_Strict):
     seed: int | None = Field(None, **_SEED_FIELD, description="noise seed; omitted or null: the server picks one "
                              "and returns it. The same seed, tags, n and truncation always give the same faces")
     truncation: float | None = Field(None, gt=0, le=2, description=_TRUNC_DOC)
+    strict_tags: bool = Field(False, description="draw a face again while the shipped tagger misreads its colours "
+                              f"(up to {STRICT_DRAWS} draws): truer colours, a little less variety; each face's "
+                              "reference then names the seed that drew it")
 
 
 class VariationStep(_Strict):
@@ -296,6 +301,13 @@ class Studio:
 
     def __init__(self, gen: FaceGenerator, gate: Gate):
         self.gen, self.gate = gen, gate
+        self._tagger = None  # loaded at the first strict_tags request
+
+    def tagger(self):
+        if self._tagger is None:
+            from .tagger import load_tagger
+            self._tagger = load_tagger(None)
+        return self._tagger
 
     @property
     def info(self) -> ModelInfo:
@@ -324,9 +336,14 @@ class Studio:
         labels = Labels(torch.full((n,), HAIR_COLOURS.index(tags.hair)), torch.full((n,), EYE_COLOURS.index(tags.eyes)))
         return self.gen.draw(z, labels)
 
-    def generate(self, req: GenerateRequest, seed: int, tags: Tags) -> list[str]:
-        images = self.draw(self.gen.noise(req.n, seed, self.truncation(req.truncation)), tags)
-        return [png_data_url(im) for im in images]
+    def generate(self, req: GenerateRequest, seed: int, tags: Tags) -> tuple[list[str], list[int], list[str]]:
+        """(images, the seed that drew each face, notes)."""
+        t = self.truncation(req.truncation)
+        if not req.strict_tags:
+            return [png_data_url(im) for im in self.draw(self.gen.noise(req.n, seed, t), tags)], [seed] * req.n, []
+        strict = RedrawMisread(self.gen, self.tagger(), tries=STRICT_DRAWS)
+        images = strict.generate(tags, req.n, seed, t)
+        return [png_data_url(im) for im in images], strict.seeds, [f"strict tags: {strict.summary()}"]
 
     def vary(self, req: VaryRequest, tags: Tags, variation_seed: int) -> tuple[str, list[str]]:
         z = self.latent(req)
@@ -400,12 +417,12 @@ def create_app(gen: FaceGenerator, max_concurrent: int = 2, queue: int = 8, wait
     async def api_generate(req: GenerateRequest) -> GenerateResponse:
         seed = _new_seed() if req.seed is None else req.seed
         tags, notes = studio.resolve(req.hair, req.eyes, seed)
-        images = await studio.gate.run(studio.generate, req, seed, tags)
+        images, seeds, drawn = await studio.gate.run(studio.generate, req, seed, tags)
         t = studio.truncation(req.truncation)
-        faces = [FaceRef(hair=tags.hair, eyes=tags.eyes, seed=seed, batch=req.n, index=i, truncation=t)
-                 for i in range(req.n)]
+        faces = [FaceRef(hair=tags.hair, eyes=tags.eyes, seed=s, batch=req.n, index=i, truncation=t)
+                 for i, s in enumerate(seeds)]
         return GenerateResponse(seed=seed, hair=tags.hair, eyes=tags.eyes, truncation=t, images=images,
-                                faces=faces, notes=notes)
+                                faces=faces, notes=notes + drawn)
 
     @app.post("/api/vary", response_model=VaryResponse, responses=_ERRORS,
               summary="Small variations around one face: z' = z + strength * noise(variation_seed)")

@@ -94,6 +94,16 @@ try {
   report.strip_frames = await page.locator("#strip img").count();
   check(report.strip_frames === 8, "an 8-frame strip");
 
+  // 3b. strict tags: the page sends it, shows what the redrawing did, and a history entry restores it
+  await page.check("#strict");
+  await page.click("#generate");
+  await page.waitForFunction(() => document.querySelector("#notes").textContent.includes("strict tags"));
+  report.strict_notes = await page.textContent("#notes");
+  await page.uncheck("#strict");
+  await page.click("#history li >> nth=0");
+  check(await page.isChecked("#strict"), "the history entry restores strict tags");
+  await page.uncheck("#strict");
+
   // 4. history and a bad seed
   report.history_entries = await page.locator("#history li").count();
   check(report.history_entries >= 3, "history holds the batches drawn");

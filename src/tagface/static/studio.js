@@ -121,26 +121,29 @@ function request() {
     n: Number($("#n").value),
     seed: seedValue(),
     truncation: Number($("#truncation").value),
+    strict_tags: $("#strict").checked,
   };
 }
 
 async function generate(body) {
   const t0 = performance.now();
+  let b = body;
   const data = await busy($("#faces"), async () => {
-    const b = body || request();
+    b = body || request();  // inside busy: a bad seed is shown as the status, not thrown
     return api("/api/generate", b);
   });
   if (!data) return;
   $("#seed").value = data.seed;
   state.lastGenerate = { seed: data.seed, n: data.images.length, truncation: data.truncation };
-  const caption = `${data.hair} hair · ${data.eyes} eyes · seed ${data.seed}`;
+  const caption = `${data.hair} hair · ${data.eyes} eyes · seed ${data.seed}${b.strict_tags ? " · strict tags" : ""}`;
   show({ kind: "generate", caption, faces: data.images.map((src, i) => ({ src, ref: data.faces[i] })),
-         request: { hair: state.hair, eyes: state.eyes, n: data.images.length, seed: data.seed, truncation: data.truncation } });
+         request: { hair: state.hair, eyes: state.eyes, n: data.images.length, seed: data.seed, truncation: data.truncation,
+                    strict_tags: Boolean(b.strict_tags) } });
   $("#timing").textContent = `${data.images.length} face${data.images.length > 1 ? "s" : ""} in ${Math.round(performance.now() - t0)} ms`;
   const picked = [];
   if (data.notes.some((n) => n.startsWith("no hair"))) picked.push(`${data.hair} hair`);
   if (data.notes.some((n) => n.startsWith("no eye"))) picked.push(`${data.eyes} eyes`);
-  const unseen = data.notes.filter((n) => n.includes("never occur"));
+  const unseen = data.notes.filter((n) => n.includes("never occur") || n.startsWith("strict tags"));
   $("#notes").textContent = [
     picked.length ? `random, from the seed and the training data's colour frequencies: ${picked.join(", ")}` : "",
     ...unseen].filter(Boolean).join(" · ");
@@ -326,6 +329,7 @@ function restore(entry) {
     $("#seed").value = r.seed;
     $("#n").value = r.n; $("#n").dispatchEvent(new Event("input"));
     $("#truncation").value = r.truncation; $("#truncation").dispatchEvent(new Event("input"));
+    $("#strict").checked = Boolean(r.strict_tags);
     const live = $("#live").checked;
     $("#live").checked = false;
     pickColour("hair", r.hair);
