@@ -2,6 +2,7 @@
 more legible to the tagger that measured them; `tagface export --tag-guidance` writes and guards such files."""
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -95,11 +96,17 @@ def test_fold_rejects_what_it_cannot_fold():
         fold_tag_shifts(learned.G, torch.zeros(N_TAGS, learned.z_dim), 1.0)
 
 
-def test_export_writes_a_guided_generator_and_refuses_to_guide_twice(tmp_path, capsys):
+def _generator_and_tagger_files(tmp_path) -> tuple[FaceGenerator, Path, Path]:
+    """A tiny generator and an untrained tagger, saved as files the command line reads."""
     gen = _generator()
     source, tagger = tmp_path / "g.safetensors", tmp_path / "tagger.safetensors"
     save_generator(gen.G, gen.recipe, gen.freq, source)
     save_tagger(TaggerNet(width=4, resolution=32).eval(), tagger)
+    return gen, source, tagger
+
+
+def test_export_writes_a_guided_generator_and_refuses_to_guide_twice(tmp_path, capsys):
+    gen, source, tagger = _generator_and_tagger_files(tmp_path)
     out = tmp_path / "guided.safetensors"
     args = ["export", "--format", "safetensors", "--tag-guidance", "0.5", "--guidance-tagger", str(tagger),
             "--guidance-per-pair", "4"]
@@ -183,10 +190,7 @@ def test_redraw_does_not_check_a_colour_the_model_never_saw():
 
 
 def test_generate_strict_tags_on_the_command_line(tmp_path, capsys):
-    gen = _generator()
-    source, tagger = tmp_path / "g.safetensors", tmp_path / "tagger.safetensors"
-    save_generator(gen.G, gen.recipe, gen.freq, source)
-    save_tagger(TaggerNet(width=4, resolution=32).eval(), tagger)
+    _, source, tagger = _generator_and_tagger_files(tmp_path)
     out = tmp_path / "faces.png"
     assert main(["generate", "blue hair red eyes", "-n", "3", "--checkpoint", str(source), "--strict-tags", "2",
                  "--tagger", str(tagger), "--out", str(out)]) == 0
