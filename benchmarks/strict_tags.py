@@ -18,14 +18,15 @@ import torch
 
 from tagface.data import load_folder
 from tagface.evaluation import evaluate
+from tagface.guidance import redraw_until_read
 from tagface.losses import Labels
 from tagface.sampling import FaceGenerator
-from tagface.tagger import load_tagger, predict_logits
-from tagface.tags import N_HAIR
+from tagface.tagger import load_tagger
 
 
 class StrictDraw:
-    """gen.draw with every misread face drawn again from fresh noise (seeded), as --strict-tags does per seed."""
+    """gen.draw with every misread face drawn again from fresh noise (seeded), by the rule --strict-tags uses
+    (guidance.redraw_until_read), for evaluate's mixed tags."""
 
     def __init__(self, gen: FaceGenerator, picker, draws: int, seed: int):
         self.gen, self.picker, self.draws, self.seed = gen, picker, draws, seed
@@ -37,30 +38,14 @@ class StrictDraw:
         return getattr(self.gen, name)
 
     def draw(self, z: torch.Tensor, labels: Labels) -> torch.Tensor:
-        checked_hair = torch.tensor(self.gen.freq.hair)[labels.hair] > 0
-        checked_eyes = torch.tensor(self.gen.freq.eyes)[labels.eyes] > 0
         fresh = torch.Generator().manual_seed(self.seed + 1_000_003 + z.shape[0])  # the grid and the matched set differ
         scale = self.gen.recipe.sample.truncation_or_default(None)  # evaluate draws at the default truncation
-        best, best_score = None, torch.full((z.shape[0],), -float("inf"))
-        done = torch.zeros(z.shape[0], dtype=torch.bool)
-        for draw in range(self.draws):
-            if draw:
-                z = torch.randn(z.shape, generator=fresh) * scale
-            images = self.gen.draw(z, labels)
-            logits = predict_logits(self.picker, images)
-            lh, le = logits[:, :N_HAIR].log_softmax(1), logits[:, N_HAIR:].log_softmax(1)
-            score = torch.where(checked_hair, lh.gather(1, labels.hair[:, None])[:, 0], 0.0) + \
-                torch.where(checked_eyes, le.gather(1, labels.eyes[:, None])[:, 0], 0.0)
-            right = (~checked_hair | (lh.argmax(1) == labels.hair)) & (~checked_eyes | (le.argmax(1) == labels.eyes))
-            if best is None:
-                best, self.redrawn = images.clone(), self.redrawn + int((~right).sum())
-            take = ~done & (right | (score > best_score))
-            best[take], best_score[take] = images[take], score[take]
-            done |= right
-            if bool(done.all()):
-                break
-        self.left += int((~done).sum())
-        return best
+        checked = (torch.tensor(self.gen.freq.hair)[labels.hair] > 0, torch.tensor(self.gen.freq.eyes)[labels.eyes] > 0)
+        faces, _, misread, still = redraw_until_read(
+            lambda k: self.gen.draw(z if k == 0 else torch.randn(z.shape, generator=fresh) * scale, labels),
+            self.picker, labels, checked, self.draws)
+        self.redrawn, self.left = self.redrawn + int(misread.sum()), self.left + int(still.sum())
+        return faces
 
 
 def main() -> None:
@@ -80,6 +65,7 @@ def main() -> None:
             r = evaluate(strict, tagger, real, samples_per_tag=8, seed=args.seed)
             rows[f"{name}, graded by {grade_name}"] = {
                 "hair": r["generated"]["hair"], "eyes": r["generated"]["eyes"], "both": r["generated"]["both"],
+                "white_gray_black_hair": [round(r["generated"]["per_hair"][c], 3) for c in ("white", "gray", "black")],
                 "grid_ratio": r["frechet_tagger"]["ratio"], "matched_ratio": r["matched"]["frechet_ratio"],
                 "pairs_below_0.8": len(r["diversity_ratio"]["pairs_below_0.8"]),
                 "per_tag_diversity_min": r["matched"]["diversity_ratio_min"],

@@ -11,7 +11,7 @@ import torch.nn as nn
 from tagface.checkpoint import read_metadata
 from tagface.cli import main
 from tagface.errors import TagfaceError
-from tagface.guidance import RedrawMisread, fold_tag_shifts, redraw_seed, tag_shifts
+from tagface.guidance import RedrawMisread, fold_tag_shifts, redraw_seed, redraw_until_read, tag_shifts
 from tagface.losses import Labels
 from tagface.models import build_generator
 from tagface.sampling import FaceGenerator, save_generator, standing_batchnorm
@@ -164,6 +164,23 @@ def test_redraw_replaces_exactly_the_misread_faces_with_ones_read_right():
         assert gen.generate(tags, 32, seed=s)[i].equal(faces[i])
     assert set(strict.seeds) - {0} <= {redraw_seed(0, d) for d in range(1, 8)}
     assert strict.generate(tags, 32, seed=0).equal(faces)            # the same seed, the same faces
+
+
+def test_redraw_until_read_checks_each_face_against_its_own_tags():
+    # draws of flat grey faces: bright ones read as orange hair, dark ones as white (BrightnessTagger)
+    levels = torch.tensor([[200, 50, 200, 50],    # draw 0
+                           [50, 200, 200, 200],   # draw 1
+                           [200, 200, 50, 50]])   # draw 2
+
+    def draw(k):
+        return levels[k].view(4, 1, 1, 1).expand(4, 3, 8, 8).to(torch.uint8).clone()
+    orange, white = HAIR_COLOURS.index("orange"), HAIR_COLOURS.index("white")
+    labels = Labels(torch.tensor([orange, orange, white, orange]), torch.zeros(4, dtype=torch.long))
+    checked = (torch.tensor([True, True, True, False]), torch.zeros(4, dtype=torch.bool))  # face 3: hair not checked
+    faces, kept, misread, still = redraw_until_read(draw, BrightnessTagger(128), labels, checked, tries=3)
+    assert kept.tolist() == [0, 1, 2, 0]          # each face's first draw read as its own tags
+    assert misread.tolist() == [False, True, True, False] and not still.any()
+    assert faces[:, 0, 0, 0].tolist() == [200, 200, 50, 50]
 
 
 def test_redraw_keeps_the_closest_draw_when_no_draw_is_read_right():

@@ -104,6 +104,35 @@ def redraw_seed(seed: int, draw: int) -> int:
     return int(np.random.SeedSequence([seed & 0xFFFFFFFFFFFFFFFF, draw]).generate_state(1)[0]) & 0x7FFFFFFF
 
 
+@torch.no_grad()
+def redraw_until_read(draw, tagger: nn.Module, labels: Labels, checked: tuple[torch.Tensor, torch.Tensor],
+                      tries: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rejection by a tagger: `draw(k)` gives the k-th draw of every face (uint8 [N, 3, R, R]); a face keeps the
+    first draw the tagger reads as its `labels`, else the draw it found closest. `checked` holds [N] masks of the
+    hair and eye colours to check. Returns the faces, the draw each kept, and [N] masks: misread at first, and
+    still misread at the end."""
+    check_hair, check_eyes = checked
+    n = labels.hair.numel()
+    best, best_score, kept = None, torch.full((n,), -float("inf")), torch.zeros(n, dtype=torch.long)
+    done = torch.zeros(n, dtype=torch.bool)
+    for k in range(tries if bool((check_hair | check_eyes).any()) else 1):
+        images = torch.as_tensor(draw(k))
+        logits = predict_logits(tagger, images)
+        log_hair, log_eyes = logits[:, :N_HAIR].log_softmax(1), logits[:, N_HAIR:].log_softmax(1)
+        score = (torch.where(check_hair, log_hair.gather(1, labels.hair[:, None])[:, 0], 0.0)
+                 + torch.where(check_eyes, log_eyes.gather(1, labels.eyes[:, None])[:, 0], 0.0))
+        right = ((~check_hair | (log_hair.argmax(1) == labels.hair))
+                 & (~check_eyes | (log_eyes.argmax(1) == labels.eyes)))
+        if best is None:
+            best, first_misread = images.clone(), ~right
+        take = ~done & (right | (score > best_score))
+        best[take], best_score[take], kept[take] = images[take], score[take], k
+        done |= right
+        if bool(done.all()):
+            break
+    return best, kept, first_misread, ~done
+
+
 class RedrawMisread:
     """A generator whose faces a tagger reads as the tags asked for: each face it misreads is drawn again, up to
     `tries` draws in all, and a face still misread keeps the draw the tagger found closest to the tags.
@@ -127,34 +156,19 @@ class RedrawMisread:
             raise AttributeError(name)
         return getattr(self.gen, name)
 
-    @torch.no_grad()
     def generate(self, tags: Tags, n: int, seed: int = 0, truncation: float | None = None) -> torch.Tensor:
         hair, eyes = HAIR_COLOURS.index(tags.hair), EYE_COLOURS.index(tags.eyes)
         check_hair, check_eyes = self.gen.freq.hair[hair] > 0, self.gen.freq.eyes[eyes] > 0
         self.unchecked |= {c for c, checked in ((f"{tags.hair} hair", check_hair), (f"{tags.eyes} eyes", check_eyes))
                            if not checked}
-        best, best_score = None, torch.full((n,), -float("inf"))
-        done, seeds = torch.zeros(n, dtype=torch.bool), torch.full((n,), seed, dtype=torch.long)
-        for draw in range(self.tries if check_hair or check_eyes else 1):
-            images = torch.as_tensor(self.gen.generate(tags, n, redraw_seed(seed, draw), truncation))
-            logits = predict_logits(self.tagger, images)
-            log_hair, log_eyes = logits[:, :N_HAIR].log_softmax(1), logits[:, N_HAIR:].log_softmax(1)
-            score, right = torch.zeros(n), torch.ones(n, dtype=torch.bool)
-            if check_hair:
-                score, right = score + log_hair[:, hair], right & (log_hair.argmax(1) == hair)
-            if check_eyes:
-                score, right = score + log_eyes[:, eyes], right & (log_eyes.argmax(1) == eyes)
-            if best is None:
-                best, misread = images.clone(), int((~right).sum())
-            take = ~done & (right | (score > best_score))
-            best[take], best_score[take], seeds[take] = images[take], score[take], redraw_seed(seed, draw)
-            done |= right
-            if bool(done.all()):
-                break
-        self.faces, self.misread = self.faces + n, self.misread + misread
-        self.still_misread += int((~done).sum()) if check_hair or check_eyes else 0
-        self.seeds = seeds.tolist()
-        return best
+        labels = Labels(torch.full((n,), hair), torch.full((n,), eyes))
+        faces, kept, misread, still = redraw_until_read(
+            lambda k: self.gen.generate(tags, n, redraw_seed(seed, k), truncation), self.tagger, labels,
+            (torch.full((n,), check_hair), torch.full((n,), check_eyes)), self.tries)
+        self.faces, self.misread, self.still_misread = (self.faces + n, self.misread + int(misread.sum()),
+                                                        self.still_misread + int(still.sum()))
+        self.seeds = [redraw_seed(seed, k) for k in kept.tolist()]
+        return faces
 
     def summary(self) -> str:
         """One line on what the redrawing did, for the command line and the studio's notes."""
