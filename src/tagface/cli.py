@@ -417,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "with numpy, never loading torch), cuda, cuda:N or auto")
     g.add_argument("--strict-tags", nargs="?", const=8, type=positive(int, at_most=64), metavar="DRAWS",
                    help="draw a face again while the tagger misreads its colours, up to DRAWS draws (default 8): "
-                        "truer tags, slightly less varied faces; loads torch")
+                        "truer colours, less varied faces; loads torch")
     g.add_argument("--tagger", help="tagger for --strict-tags (default: the shipped one)")
     g.add_argument("--pipeline", default="gan", choices=["gan", "gray-colorize"],
                    help="gan (default): one conditional GAN; gray-colorize: report 000's two stages "

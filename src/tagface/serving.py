@@ -90,7 +90,7 @@ class GenerateRequest(_Strict):
                              "and returns it. The same seed, tags, n and truncation always give the same faces")
     truncation: float | None = Field(None, gt=0, le=2, description=_TRUNC_DOC)
     strict_tags: bool = Field(False, description="draw a face again while the shipped tagger misreads its colours "
-                              f"(up to {STRICT_DRAWS} draws): truer colours, a little less variety; each face's "
+                              f"(up to {STRICT_DRAWS} draws): truer colours, less varied faces; each face's "
                               "reference then names the seed that drew it")
 
 
