@@ -183,7 +183,8 @@ def cmd_generate(args) -> int:
         gen = RedrawMisread(gen, load_tagger(args.tagger), tries=strict)
     if entries:
         written = write_course_samples(gen, entries, args.out, args.n, args.seed, args.truncation)
-        _say_redrawn(gen)
+        if strict:
+            _say_redrawn(gen)
         print(f"tagface: wrote {len(written)} images to {args.out}", file=sys.stderr)
         return 0
     if args.tag_grid:
@@ -194,15 +195,16 @@ def cmd_generate(args) -> int:
     for note in notes:
         print(f"tagface: {note}", file=sys.stderr)
     images = gen.generate(tags, args.n, seed=args.seed, truncation=args.truncation)
-    _say_redrawn(gen)
+    if strict:
+        _say_redrawn(gen)
     save_pil(image_grid(images, ncol=args.ncol or min(args.n, 8)), args.out)
     print(f"tagface: wrote {args.n} faces ({tags}, seed {args.seed}) to {args.out}", file=sys.stderr)
     return 0
 
 
 def _say_redrawn(gen) -> None:
-    if hasattr(gen, "summary"):  # a guidance.RedrawMisread
-        print(f"tagface: --strict-tags: {gen.summary()}", file=sys.stderr)
+    """With --strict-tags (`gen` a guidance.RedrawMisread): what the redrawing did."""
+    print(f"tagface: --strict-tags: {gen.summary()}", file=sys.stderr)
 
 
 def cmd_tagger_train(args) -> int:
