@@ -1,6 +1,6 @@
 """What `tagface generate --strict-tags` buys and costs, read by `tagface evaluate`'s measures.
 
---strict-tags draws a face again while a tagger misreads it (guidance.RedrawMisread, by seed, for one tag pair
+--strict-tags draws a face again while a tagger misreads it (strict.RedrawMisread, by seed, for one tag pair
 at a time). `evaluate` asks for every pair at once, so this script applies the same rule to its faces: each face
 the picker misreads gets new noise, up to DRAWS draws, else the draw the picker read closest. Graded twice: by
 the judge (the shipped tagger, which is also --strict-tags' default picker, so its accuracy is self-graded) and by
@@ -18,15 +18,15 @@ import torch
 
 from tagface.data import load_folder
 from tagface.evaluation import evaluate
-from tagface.guidance import redraw_until_read
 from tagface.losses import Labels
 from tagface.sampling import FaceGenerator
-from tagface.tagger import load_tagger
+from tagface.strict import redraw_until_read
+from tagface.tagger import load_tagger, predict_logits
 
 
 class StrictDraw:
     """gen.draw with every misread face drawn again from fresh noise (seeded), by the rule --strict-tags uses
-    (guidance.redraw_until_read), for evaluate's mixed tags."""
+    (strict.redraw_until_read), for evaluate's mixed tags."""
 
     def __init__(self, gen: FaceGenerator, picker, draws: int, seed: int):
         self.gen, self.picker, self.draws, self.seed = gen, picker, draws, seed
@@ -42,10 +42,12 @@ class StrictDraw:
         scale = self.gen.recipe.sample.truncation_or_default(None)  # evaluate draws at the default truncation
         checked = (torch.tensor(self.gen.freq.hair)[labels.hair] > 0, torch.tensor(self.gen.freq.eyes)[labels.eyes] > 0)
         faces, _, misread, still = redraw_until_read(
-            lambda k: self.gen.draw(z if k == 0 else torch.randn(z.shape, generator=fresh) * scale, labels),
-            self.picker, labels, checked, self.draws)
+            lambda k, rows: self.gen.draw((z if k == 0 else torch.randn(z.shape, generator=fresh) * scale)[rows],
+                                          Labels(labels.hair[rows], labels.eyes[rows])),
+            lambda images: predict_logits(self.picker, torch.as_tensor(images)).numpy(),
+            labels.hair.numpy(), labels.eyes.numpy(), (checked[0].numpy(), checked[1].numpy()), self.draws)
         self.redrawn, self.left = self.redrawn + int(misread.sum()), self.left + int(still.sum())
-        return faces
+        return torch.from_numpy(faces)
 
 
 def main() -> None:

@@ -350,9 +350,12 @@ def test_tagger_predict_json_lines(tmp_path, capsys):
     for i, rgb in enumerate([(0, 0, 255), (255, 255, 0)]):
         paths.append(str(tmp_path / f"{i}.png"))
         Image.new("RGB", (40, 40), rgb).save(paths[-1])
-    assert main(["tagger", "predict", *paths, "--json", "--tagger", str(tmp_path / "t.safetensors")]) == 0
+    assert main(["tagger", "predict", *paths, "--json", "--top", "2", "--tagger", str(tmp_path / "t.safetensors")]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["path"] for r in rows] == paths
-    assert all(set(r) == {"path", "hair", "eyes", "hair_p", "eyes_p"} for r in rows)
+    assert all(set(r) == {"path", "hair", "eyes", "hair_p", "eyes_p", "hair_top", "eyes_top"} for r in rows)
     assert all(r["hair"] in HAIR_COLOURS and 0 < r["hair_p"] <= 1 for r in rows)
+    for r in rows:  # --top colours each, most likely first, led by the top colour
+        assert len(r["hair_top"]) == len(r["eyes_top"]) == 2 and r["hair_top"][0] == [r["hair"], r["hair_p"]]
+        assert r["hair_top"][0][1] >= r["hair_top"][1][1] and r["eyes_top"][0][0] == r["eyes"]
     assert main(["tagger", "predict", str(tmp_path / "missing.png"), "--tagger", str(tmp_path / "t.safetensors")]) == 2

@@ -11,12 +11,12 @@ import torch.nn as nn
 from tagface.checkpoint import read_metadata
 from tagface.cli import main
 from tagface.errors import TagfaceError
-from tagface.guidance import RedrawMisread, fold_tag_shifts, redraw_seed, redraw_until_read, tag_shifts
+from tagface.guidance import fold_tag_shifts, tag_shifts
 from tagface.losses import Labels
 from tagface.models import build_generator
 from tagface.sampling import FaceGenerator, save_generator, standing_batchnorm
 from tagface.tagger import TaggerNet, load_tagger, save_tagger
-from tagface.tags import EYE_COLOURS, HAIR_COLOURS, N_HAIR, N_TAGS, TagFrequencies, Tags
+from tagface.tags import EYE_COLOURS, HAIR_COLOURS, N_HAIR, N_TAGS, TagFrequencies
 
 from test_models_losses import tiny_recipe
 
@@ -141,77 +141,3 @@ def test_export_writes_a_guided_generator_and_refuses_to_guide_twice(tmp_path, c
         with pytest.raises(SystemExit):
             main(args[:4] + [bad, "--checkpoint", str(source), "--out", str(tmp_path / "x.safetensors")])
         assert "--tag-guidance" in capsys.readouterr().err
-
-
-def _brightness_threshold(gen: FaceGenerator, tags: Tags, n: int, seed: int) -> float:
-    return float(gen.generate(tags, n, seed).float().mean((1, 2, 3)).median())
-
-
-def test_redraw_replaces_exactly_the_misread_faces_with_ones_read_right():
-    gen, tags = _generator(), Tags("orange", "black")
-    tagger = BrightnessTagger(_brightness_threshold(gen, tags, 32, 0))  # about half of seed 0's faces read orange
-    plain = gen.generate(tags, 32, seed=0)
-    first_right = tagger(plain).argmax(1) == 0
-    assert 0 < int(first_right.sum()) < 32
-    strict = RedrawMisread(gen, tagger, tries=8)
-    faces = strict.generate(tags, 32, seed=0)
-    assert faces[first_right].equal(plain[first_right])            # read right at once: the plain faces, kept
-    assert not faces[~first_right].equal(plain[~first_right])      # the others drawn again
-    assert bool((tagger(faces).argmax(1) == 0).all()) and strict.still_misread == 0
-    assert strict.misread == int((~first_right).sum())
-    # each face is row i of the noise of the seed `seeds` names: the studio can hand it back as a face reference
-    for i, s in enumerate(strict.seeds):
-        assert gen.generate(tags, 32, seed=s)[i].equal(faces[i])
-    assert set(strict.seeds) - {0} <= {redraw_seed(0, d) for d in range(1, 8)}
-    assert strict.generate(tags, 32, seed=0).equal(faces)            # the same seed, the same faces
-
-
-def test_redraw_until_read_checks_each_face_against_its_own_tags():
-    # draws of flat grey faces: bright ones read as orange hair, dark ones as white (BrightnessTagger)
-    levels = torch.tensor([[200, 50, 200, 50],    # draw 0
-                           [50, 200, 200, 200],   # draw 1
-                           [200, 200, 50, 50]])   # draw 2
-
-    def draw(k):
-        return levels[k].view(4, 1, 1, 1).expand(4, 3, 8, 8).to(torch.uint8).clone()
-    orange, white = HAIR_COLOURS.index("orange"), HAIR_COLOURS.index("white")
-    labels = Labels(torch.tensor([orange, orange, white, orange]), torch.zeros(4, dtype=torch.long))
-    checked = (torch.tensor([True, True, True, False]), torch.zeros(4, dtype=torch.bool))  # face 3: hair not checked
-    faces, kept, misread, still = redraw_until_read(draw, BrightnessTagger(128), labels, checked, tries=3)
-    assert kept.tolist() == [0, 1, 2, 0]          # each face's first draw read as its own tags
-    assert misread.tolist() == [False, True, True, False] and not still.any()
-    assert faces[:, 0, 0, 0].tolist() == [200, 200, 50, 50]
-
-
-def test_redraw_keeps_the_closest_draw_when_no_draw_is_read_right():
-    gen, tags = _generator(), Tags("white", "black")
-    tagger = BrightnessTagger(-1.0)  # every face is bright: read as orange hair, never white
-    strict = RedrawMisread(gen, tagger, tries=3)
-    faces = strict.generate(tags, 4, seed=5)
-    assert strict.misread == 4 and strict.still_misread == 4
-    draws = [gen.generate(tags, 4, seed=redraw_seed(5, d)) for d in range(3)]
-    for i in range(4):
-        assert any(faces[i].equal(d[i]) for d in draws)
-
-
-def test_redraw_does_not_check_a_colour_the_model_never_saw():
-    gen = _generator()
-    gen.freq = TagFrequencies([0.0] + [1 / 11] * 11, [0.0] + [0.1] * 10)  # no orange hair, no gray eyes in training
-    tagger = BrightnessTagger(-1.0)  # reads every face as orange hair and black eyes
-    strict = RedrawMisread(gen, tagger, tries=4)
-    faces = strict.generate(Tags("orange", "gray"), 3, seed=1)  # neither colour checkable: one draw, no redraw
-    assert faces.equal(gen.generate(Tags("orange", "gray"), 3, seed=1)) and strict.misread == 0
-    strict.generate(Tags("white", "gray"), 3, seed=1)  # the hair is checked (and always misread), the eyes are not
-    assert strict.misread == 3 and strict.still_misread == 3
-    assert strict.unchecked == {"orange hair", "gray eyes"} and "not checked: gray eyes, orange hair" in strict.summary()
-
-
-def test_generate_strict_tags_on_the_command_line(tmp_path, capsys):
-    _, source, tagger = _generator_and_tagger_files(tmp_path)
-    out = tmp_path / "faces.png"
-    assert main(["generate", "blue hair red eyes", "-n", "3", "--checkpoint", str(source), "--strict-tags", "2",
-                 "--tagger", str(tagger), "--out", str(out)]) == 0
-    assert out.exists() and "--strict-tags: the tagger misread" in capsys.readouterr().err
-    assert main(["generate", "--tag-grid", "--checkpoint", str(source), "--strict-tags", "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("tagface: error: --strict-tags") and "\n" not in err.strip()

@@ -2,11 +2,11 @@
 import numpy as np
 import torch
 
-from tagface.checkpoint import default_model_path, read_metadata
+from tagface.checkpoint import default_model_path, default_tagger_path, read_metadata
 from tagface.export import discriminator_path
 from tagface.numpy_generator import NumpyGenerator, load_generator
 from tagface.sampling import FaceGenerator
-from tagface.tagger import accuracy, default_tagger_path, load_tagger, predict_logits
+from tagface.tagger import accuracy, load_tagger, predict_logits
 from tagface.tags import EYE_COLOURS, HAIR_COLOURS, parse_tags
 
 

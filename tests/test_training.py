@@ -273,7 +273,10 @@ def test_course_format_files(tmp_path):
     tags_file = tmp_path / "testing_text.txt"
     tags_file.write_text("1,blue hair red eyes\n2,Green eyes, blonde hair\n\n3,black hair\n")
     gen = FaceGenerator.load(tmp_path / "run")
-    written = write_course_samples(gen, read_tags_file(tags_file), tmp_path / "samples", n=5, seed=0)
+    said = []
+    written = write_course_samples(gen, read_tags_file(tags_file), tmp_path / "samples", n=5, seed=0, say=said.append)
+    sampled = [line for line in said if "sampled" in line]
+    assert len(sampled) == 1 and sampled[0].startswith("id 3: no eye colour given: sampled")  # only line 3 lacks one
     names = sorted(p.name for p in (tmp_path / "samples").iterdir())
     assert names == sorted(f"sample_{i}_{k}.jpg" for i in (1, 2, 3) for k in range(1, 6))
     assert len(written) == 15

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 SKELETON_KEY = "tagface.state"
 DEFAULT_MODEL = "default.safetensors"
+DEFAULT_TAGGER = "tagger.safetensors"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -149,6 +150,21 @@ def run_file(path: str | Path, names: tuple[str, ...], hint: str = "") -> Path:
 
 def default_model_path() -> Path:
     return Path(str(resources.files("tagface") / "weights" / DEFAULT_MODEL))
+
+
+def default_tagger_path() -> Path:
+    return Path(str(resources.files("tagface") / "weights" / DEFAULT_TAGGER))
+
+
+def resolve_tagger(path: str | Path | None) -> Path:
+    """--tagger: a tagger file, or None for the one shipped in the package; checks that the file is a tagger."""
+    p = Path(path) if path else default_tagger_path()
+    if path is None and not p.exists():
+        raise TagfaceError("no default tagger is shipped in this install; pass --tagger FILE "
+                           "(train one with `tagface tagger train`)")
+    if read_metadata(p).get("tagface.kind") != "tagger":
+        raise TagfaceError(f"{p} is not a tagface tagger (train one with `tagface tagger train`)")
+    return p
 
 
 def resolve_checkpoint(path: str | Path | None) -> Path:

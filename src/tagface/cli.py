@@ -177,12 +177,13 @@ def cmd_generate(args) -> int:
     entries = read_tags_file(args.tags_file) if args.tags_file else None
     # the shipped model draws with numpy on the CPU: no torch import, a quarter of the command's time
     gen = load_generator(args.checkpoint, device=args.device if args.device == "cpu" else resolve_device(args.device))
-    if strict:
-        from .guidance import RedrawMisread
-        from .tagger import load_tagger
-        gen = RedrawMisread(gen, load_tagger(args.tagger), tries=strict)
+    if strict:  # torch-free too where the faces are at the tagger's resolution
+        from .numpy_tagger import load_reader
+        from .strict import RedrawMisread
+        gen = RedrawMisread(gen, load_reader(args.tagger, gen.resolution), tries=strict)
     if entries:
-        written = write_course_samples(gen, entries, args.out, args.n, args.seed, args.truncation)
+        written = write_course_samples(gen, entries, args.out, args.n, args.seed, args.truncation,
+                                       say=lambda line: print(f"tagface: {line}", file=sys.stderr))
         if strict:
             _say_redrawn(gen)
         print(f"tagface: wrote {len(written)} images to {args.out}", file=sys.stderr)
@@ -203,7 +204,7 @@ def cmd_generate(args) -> int:
 
 
 def _say_redrawn(gen) -> None:
-    """With --strict-tags (`gen` a guidance.RedrawMisread): what the redrawing did."""
+    """With --strict-tags (`gen` a strict.RedrawMisread): what the redrawing did."""
     print(f"tagface: --strict-tags: {gen.summary()}", file=sys.stderr)
 
 
@@ -248,7 +249,8 @@ def cmd_tagger_predict(args) -> int:
     for path, r in zip(args.images, results):
         if args.json:
             print(json.dumps({"path": path, "hair": r["hair"][0][0], "eyes": r["eyes"][0][0],
-                              "hair_p": round(r["hair"][0][1], 4), "eyes_p": round(r["eyes"][0][1], 4)}))
+                              "hair_p": round(r["hair"][0][1], 4), "eyes_p": round(r["eyes"][0][1], 4),
+                              **{f"{a}_top": [[c, round(p, 4)] for c, p in r[a]] for a in ("hair", "eyes")}}))
         else:
             hair = ", ".join(f"{c} {p:.2f}" for c, p in r["hair"])
             eyes = ", ".join(f"{c} {p:.2f}" for c, p in r["eyes"])
@@ -419,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "with numpy, never loading torch), cuda, cuda:N or auto")
     g.add_argument("--strict-tags", nargs="?", const=8, type=positive(int, at_most=64), metavar="DRAWS",
                    help="draw a face again while the tagger misreads its colours, up to DRAWS draws (default 8): "
-                        "truer colours, less varied faces; loads torch")
+                        "truer colours, less varied faces")
     g.add_argument("--tagger", help="tagger for --strict-tags (default: the shipped one)")
     g.add_argument("--pipeline", default="gan", choices=["gan", "gray-colorize"],
                    help="gan (default): one conditional GAN; gray-colorize: report 000's two stages "
@@ -441,8 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     tt.set_defaults(func=cmd_tagger_train)
     tp = tsub.add_parser("predict", help="top hair and eye colours of images")
     tp.add_argument("images", nargs="+")
-    tp.add_argument("--json", action="store_true", help="one JSON object per line")
-    tp.add_argument("--top", type=positive(int), default=3)
+    tp.add_argument("--json", action="store_true", help="one JSON object per line: the most likely colours "
+                    "(hair, eyes, hair_p, eyes_p) and the --top of each (hair_top, eyes_top: [colour, p] pairs)")
+    tp.add_argument("--top", type=positive(int), default=3, help="colours listed per attribute (default 3)")
     tp.add_argument("--tagger", help="tagger file (default: the shipped one)")
     tp.set_defaults(func=cmd_tagger_predict)
     tr = tsub.add_parser("relabel", help="fill blank and resolve several-colour rows of a tags file")

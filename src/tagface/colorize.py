@@ -651,7 +651,7 @@ def cmd_generate_pipeline(args) -> int:
                            "`tagface pipeline train` or its pipeline.safetensors (no pipeline model is shipped)")
     pipe = ColorizePipeline.load(args.checkpoint, device=resolve_device(args.device))
     if entries:
-        written = write_course_samples(pipe, entries, args.out, args.n, args.seed, args.truncation)
+        written = write_course_samples(pipe, entries, args.out, args.n, args.seed, args.truncation, say=_say)
         _say(f"wrote {len(written)} images to {args.out}")
         return 0
     if args.tag_grid:

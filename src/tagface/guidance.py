@@ -1,5 +1,5 @@
-"""Tag guidance: move each tag's noise towards the noise that a tagger reads as that tag; or, at sampling time,
-draw a face again while a tagger misreads it (`RedrawMisread`).
+"""Tag guidance: move each tag's noise towards the noise that a tagger reads as that tag (strict.py instead draws
+a misread face again, at sampling time).
 
 With the tags a small part of G's input, z can outvote them: the shipped model draws some "white hair" faces with
 dark hair, and which ones depends on z (docs/ablations.md, "Past step 15800"). Draw many faces per hair x eye pair,
@@ -15,7 +15,6 @@ must then be gathered again: the old ones normalise inputs without the shifts, a
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -23,7 +22,7 @@ from .errors import TagfaceError
 from .losses import Labels
 from .sampling import standing_batchnorm
 from .tagger import predict_logits
-from .tags import EYE_COLOURS, HAIR_COLOURS, N_HAIR, N_TAGS, Tags
+from .tags import EYE_COLOURS, HAIR_COLOURS, N_HAIR, N_TAGS
 from .text import OneHot
 
 
@@ -94,87 +93,3 @@ def guide_generator(gen, load_tagger, strength: float, per_pair: int = 120, seed
     gen.recipe.sample.standing_stats = batches
     gen.G = standing_batchnorm(gen.G, gen.recipe.sample.standing_tags(gen.freq), gen.z_dim, batches)
     return {"strength": strength, "per_pair": per_pair, "seed": seed, "standing_stats": batches}
-
-
-def redraw_seed(seed: int, draw: int) -> int:
-    """The seed of a face's `draw`-th draw: the seed itself first (so faces read right on the first draw are the
-    plain faces of that seed), then seeds unrelated to it and to each other, below 2**31 like the studio's."""
-    if draw == 0:
-        return seed
-    return int(np.random.SeedSequence([seed & 0xFFFFFFFFFFFFFFFF, draw]).generate_state(1)[0]) & 0x7FFFFFFF
-
-
-@torch.no_grad()
-def redraw_until_read(draw, tagger: nn.Module, labels: Labels, checked: tuple[torch.Tensor, torch.Tensor],
-                      tries: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rejection by a tagger: `draw(k)` gives the k-th draw of every face (uint8 [N, 3, R, R]); a face keeps the
-    first draw the tagger reads as its `labels`, else the draw it found closest. `checked` holds [N] masks of the
-    hair and eye colours to check. Returns the faces, the draw each kept, and [N] masks: misread at first, and
-    still misread at the end."""
-    check_hair, check_eyes = checked
-    n = labels.hair.numel()
-    best, best_score, kept = None, torch.full((n,), -float("inf")), torch.zeros(n, dtype=torch.long)
-    done = torch.zeros(n, dtype=torch.bool)
-    for k in range(tries if bool((check_hair | check_eyes).any()) else 1):
-        images = torch.as_tensor(draw(k))
-        logits = predict_logits(tagger, images)
-        log_hair, log_eyes = logits[:, :N_HAIR].log_softmax(1), logits[:, N_HAIR:].log_softmax(1)
-        score = (torch.where(check_hair, log_hair.gather(1, labels.hair[:, None])[:, 0], 0.0)
-                 + torch.where(check_eyes, log_eyes.gather(1, labels.eyes[:, None])[:, 0], 0.0))
-        right = ((~check_hair | (log_hair.argmax(1) == labels.hair))
-                 & (~check_eyes | (log_eyes.argmax(1) == labels.eyes)))
-        if best is None:
-            best, first_misread = images.clone(), ~right
-        take = ~done & (right | (score > best_score))
-        best[take], best_score[take], kept[take] = images[take], score[take], k
-        done |= right
-        if bool(done.all()):
-            break
-    return best, kept, first_misread, ~done
-
-
-class RedrawMisread:
-    """A generator whose faces a tagger reads as the tags asked for: each face it misreads is drawn again, up to
-    `tries` draws in all, and a face still misread keeps the draw the tagger found closest to the tags.
-
-    Rejection by a tagger is exact conditioning where tag guidance is a Gaussian stand-in for it, so the tags get
-    truer (docs/ablations.md, "Tag guidance"), at the price of the faces a tagger finds ambiguous, which costs
-    some variety. A colour the generator never saw in training (gray eyes for mlds models) is not checked. The
-    i-th face of a request is row i of the noise of seed `redraw_seed(seed, k)` for the first draw k that was
-    read right: the same seed always gives the same faces, and `seeds` says which seed drew each face."""
-
-    def __init__(self, gen, tagger: nn.Module, tries: int = 8):
-        if tries < 1:
-            raise TagfaceError(f"--strict-tags {tries}: give at least 1 draw per face")
-        self.gen, self.tagger, self.tries = gen, tagger, tries
-        self.seeds: list[int] = []
-        self.faces = self.misread = self.still_misread = 0  # over every request so far: drawn, redrawn, never read right
-        self.unchecked: set[str] = set()  # colours asked for that the model never saw, so never checked
-
-    def __getattr__(self, name: str):  # everything but generate is the wrapped generator's (noise, complete, ...)
-        if name == "gen":
-            raise AttributeError(name)
-        return getattr(self.gen, name)
-
-    def generate(self, tags: Tags, n: int, seed: int = 0, truncation: float | None = None) -> torch.Tensor:
-        hair, eyes = HAIR_COLOURS.index(tags.hair), EYE_COLOURS.index(tags.eyes)
-        check_hair, check_eyes = self.gen.freq.hair[hair] > 0, self.gen.freq.eyes[eyes] > 0
-        self.unchecked |= {c for c, checked in ((f"{tags.hair} hair", check_hair), (f"{tags.eyes} eyes", check_eyes))
-                           if not checked}
-        labels = Labels(torch.full((n,), hair), torch.full((n,), eyes))
-        faces, kept, misread, still = redraw_until_read(
-            lambda k: self.gen.generate(tags, n, redraw_seed(seed, k), truncation), self.tagger, labels,
-            (torch.full((n,), check_hair), torch.full((n,), check_eyes)), self.tries)
-        self.faces, self.misread, self.still_misread = (self.faces + n, self.misread + int(misread.sum()),
-                                                        self.still_misread + int(still.sum()))
-        self.seeds = [redraw_seed(seed, k) for k in kept.tolist()]
-        return faces
-
-    def summary(self) -> str:
-        """One line on what the redrawing did, for the command line and the studio's notes."""
-        line = f"the tagger misread {self.misread} of {self.faces} faces, drawn again" + (
-            f"; {self.still_misread} still misread after {self.tries} draws (kept the closest)" if self.still_misread
-            else "" if not self.misread else f"; all read right within {self.tries} draws")
-        if self.unchecked:
-            line += f"; not checked: {', '.join(sorted(self.unchecked))} (never in the model's training data)"
-        return line

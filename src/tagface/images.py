@@ -49,13 +49,16 @@ def save_pil(image: Image.Image, path: str | Path, **kwargs) -> None:
 
 
 def write_course_samples(gen, entries: list[tuple[str, Tags]], out_dir: str | Path, n: int,
-                         seed: int = 0, truncation: float | None = None) -> list[Path]:
+                         seed: int = 0, truncation: float | None = None, say=None) -> list[Path]:
     """samples/sample_<id>_<k>.jpg for k = 1..n, as the course's grading scripts expect; `gen` is a
-    sampling.FaceGenerator or a numpy_generator.NumpyGenerator."""
+    sampling.FaceGenerator or a numpy_generator.NumpyGenerator. `say(line)` hears what gen.complete notes for a
+    line (a colour sampled because the line gave none, a colour the model never saw)."""
     out_dir, written = Path(out_dir), []
     out_dir.mkdir(parents=True, exist_ok=True)
     for i, (ident, tags) in enumerate(entries):
-        tags, _ = gen.complete(tags, seed + i)
+        tags, notes = gen.complete(tags, seed + i)
+        for note in notes if say else ():
+            say(f"id {ident}: {note}")
         images = as_uint8(gen.generate(tags, n, seed=seed + i, truncation=truncation))
         for k in range(n):
             path = out_dir / f"sample_{ident}_{k + 1}.jpg"

@@ -142,11 +142,13 @@ class NumpyGenerator:
         return np.concatenate([as_uint8(self.forward(z[i:i + batch_size], onehot[i:i + batch_size]))
                                for i in range(0, len(z), batch_size)])  # uint8 per batch: a quarter of the memory
 
-    def generate(self, tags: Tags, n: int, seed: int = 0, truncation: float | None = None) -> np.ndarray:
+    def generate(self, tags: Tags, n: int, seed: int = 0, truncation: float | None = None, rows=None) -> np.ndarray:
+        """As FaceGenerator.generate: n faces of one tag pair from a seed, or only the `rows` of them."""
         if tags.hair is None or tags.eyes is None:
             raise ValueError("complete the tags first")
-        hair, eyes = np.full(n, HAIR_COLOURS.index(tags.hair)), np.full(n, EYE_COLOURS.index(tags.eyes))
-        return self.draw(self.noise(n, seed, truncation), hair, eyes)
+        z = self.noise(n, seed, truncation)
+        z = z if rows is None else z[np.asarray(rows, np.int64)]
+        return self.draw(z, np.full(len(z), HAIR_COLOURS.index(tags.hair)), np.full(len(z), EYE_COLOURS.index(tags.eyes)))
 
     def tag_grid(self, seed: int = 0, truncation: float | None = None) -> np.ndarray:
         """As FaceGenerator.tag_grid: rows are hair colours, columns eye colours, one noise vector per row."""

@@ -133,11 +133,15 @@ class FaceGenerator:
                for i in range(0, z.shape[0], batch_size)]
         return to_uint8(torch.cat(out)).cpu()
 
-    def generate(self, tags: Tags, n: int, seed: int = 0, truncation: float | None = None) -> torch.Tensor:
+    def generate(self, tags: Tags, n: int, seed: int = 0, truncation: float | None = None, rows=None) -> torch.Tensor:
+        """n faces of one tag pair from a seed; `rows` (indices) draws only those of the n faces."""
         if tags.hair is None or tags.eyes is None:
             raise ValueError("complete the tags first")
-        labels = Labels(torch.full((n,), HAIR_COLOURS.index(tags.hair)), torch.full((n,), EYE_COLOURS.index(tags.eyes)))
-        return self.draw(self.noise(n, seed, truncation), labels)
+        z = self.noise(n, seed, truncation)
+        z = z if rows is None else z[torch.as_tensor(rows, dtype=torch.long)]
+        m = z.shape[0]
+        return self.draw(z, Labels(torch.full((m,), HAIR_COLOURS.index(tags.hair)),
+                                   torch.full((m,), EYE_COLOURS.index(tags.eyes))))
 
     def tag_grid(self, seed: int = 0, truncation: float | None = None) -> torch.Tensor:
         """The 12 x 11 grid: rows are hair colours, columns eye colours, one shared noise vector per row."""

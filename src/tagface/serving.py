@@ -4,10 +4,9 @@ One generator is loaded once, at start; every request reuses it. Model calls run
 `Gate`: at most `max_concurrent` draw at once, at most `queue` more wait (each at most `wait_s` seconds), and
 anything beyond that is answered at once with 503 and Retry-After, so load never piles up unboundedly.
 
-A face is reproducible from its `FaceRef`: tags, the seed and how many faces that seed drew (`batch`: torch's
-CPU normal sampler redraws the last few values of a batch whose size is not a multiple of 16 floats, so row
-`index` of a 3-face batch is not row `index` of a 4-face batch), its row `index`, the truncation, and any
-variation steps applied on top (z' = z + strength * noise from another seed).
+A face is reproducible from its `FaceRef`: tags, the seed, how many faces that seed drew (`batch`; the noise is
+drawn in whole blocks of 16 faces, so row `index` is the same for any batch that holds it), its row `index`, the
+truncation, and any variation steps applied on top (z' = z + strength * noise from another seed).
 """
 from __future__ import annotations
 
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import anyio
+import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -36,9 +36,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from . import __version__
 from .data import to_uint8
 from .errors import TagfaceError
-from .guidance import RedrawMisread
 from .losses import Labels
+from .numpy_tagger import load_reader
 from .sampling import FaceGenerator
+from .strict import RedrawMisread
 from .tags import EYE_COLOURS, HAIR_COLOURS, SYNONYMS, Tags, eye_index, hair_index, one_hot
 
 MAX_FACES = 64
@@ -147,11 +148,11 @@ class VaryRequest(FaceRef):
 
 class VaryResponse(BaseModel):
     base: str = Field(description="the face that was varied, as a PNG data URL")
-    hair: str
-    eyes: str
-    truncation: float
-    strength: float
-    variation_seed: int
+    hair: str = Field(description="hair colour of the variations")
+    eyes: str = Field(description="eye colour of the variations")
+    truncation: float = Field(description="noise intensity of the base face")
+    strength: float = Field(description="how far each variation moved from the base: z + strength * noise")
+    variation_seed: int = Field(description="seed of the variations' noise; send it back to get the same ones")
     images: list[str] = Field(description="one PNG data URL per variation")
     faces: list[FaceRef] = Field(description="one reference per variation (the base face plus one step)")
 
@@ -176,31 +177,31 @@ class ErrorResponse(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    name: str
-    recipe: str
-    step: int
-    resolution: int
-    z_dim: int
-    default_truncation: float
+    name: str = Field(description="the generator file the studio serves")
+    recipe: str = Field(description="the recipe it was trained with (`tagface recipes`)")
+    step: int = Field(description="training steps behind it")
+    resolution: int = Field(description="side of each face in pixels")
+    z_dim: int = Field(description="length of its noise vector")
+    default_truncation: float = Field(description="noise intensity used when a request gives none")
 
 
 class Vocabulary(BaseModel):
-    hair: list[str]
-    eyes: list[str]
+    hair: list[str] = Field(description="the 12 hair colours, in the order of the model's tag vector")
+    eyes: list[str] = Field(description="the 11 eye colours, in the order of the model's tag vector")
     random: str = Field(description="the word that asks for a colour drawn from the training data's frequencies")
     swatches: dict[str, dict[str, str]] = Field(description="display colour (#rrggbb) of each hair and eye colour")
     synonyms: dict[str, str] = Field(description="accepted spellings and the colour each means")
-    limits: dict[str, int]
-    model: ModelInfo
+    limits: dict[str, int] = Field(description="the largest values requests may ask for (faces, frames, ...)")
+    model: ModelInfo = Field(description="the generator being served")
 
 
 class Health(BaseModel):
-    status: str
-    version: str
-    model: ModelInfo
+    status: str = Field(description="'ok' when the studio answers")
+    version: str = Field(description="the tagface version serving")
+    model: ModelInfo = Field(description="the generator being served")
     in_flight: int = Field(description="model calls running or waiting now")
-    max_concurrent: int
-    queue: int
+    max_concurrent: int = Field(description="model calls that may run at once (--max-concurrent)")
+    queue: int = Field(description="model calls that may wait for a turn before requests get 503 (--queue)")
 
 
 _ERRORS = {422: {"model": ErrorResponse, "description": "bad input: unknown colour, value out of range, bad JSON"},
@@ -259,10 +260,10 @@ class Gate:
 
 
 # --------------------------------------------------------------------------- drawing
-def png_data_url(image: torch.Tensor) -> str:
-    """uint8 [3, H, W] -> 'data:image/png;base64,...'."""
+def png_data_url(image) -> str:
+    """uint8 [3, H, W] (torch or numpy) -> 'data:image/png;base64,...'."""
     buf = io.BytesIO()
-    Image.fromarray(image.permute(1, 2, 0).numpy()).save(buf, format="PNG", compress_level=1)
+    Image.fromarray(np.asarray(image).transpose(1, 2, 0)).save(buf, format="PNG", compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -301,13 +302,12 @@ class Studio:
 
     def __init__(self, gen: FaceGenerator, gate: Gate):
         self.gen, self.gate = gen, gate
-        self._tagger = None  # loaded at the first strict_tags request
+        self._reader = None  # the shipped tagger, loaded at the first strict_tags request
 
-    def tagger(self):
-        if self._tagger is None:
-            from .tagger import load_tagger
-            self._tagger = load_tagger(None)
-        return self._tagger
+    def reader(self):
+        if self._reader is None:
+            self._reader = load_reader(None, self.gen.resolution)
+        return self._reader
 
     @property
     def info(self) -> ModelInfo:
@@ -341,7 +341,7 @@ class Studio:
         t = self.truncation(req.truncation)
         if not req.strict_tags:
             return [png_data_url(im) for im in self.draw(self.gen.noise(req.n, seed, t), tags)], [seed] * req.n, []
-        strict = RedrawMisread(self.gen, self.tagger(), tries=STRICT_DRAWS)
+        strict = RedrawMisread(self.gen, self.reader(), tries=STRICT_DRAWS)
         images = strict.generate(tags, req.n, seed, t)
         return [png_data_url(im) for im in images], strict.seeds, [f"strict tags: {strict.summary()}"]
 

@@ -11,7 +11,6 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -19,13 +18,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import __version__
-from .checkpoint import atomic_save_tensors, load_tensors, read_metadata
+from .checkpoint import atomic_save_tensors, load_tensors, read_metadata, resolve_tagger
 from .data import FaceSet, to_float
 from .errors import TagfaceError
 from .tags import EYE_COLOURS, HAIR_COLOURS, N_HAIR, N_TAGS
-
-DEFAULT_TAGGER = "tagger.safetensors"
-
 
 class TaggerNet(nn.Module):
     """Four conv stages (stride 2 each), global average pooling, a feature vector, two linear heads.
@@ -163,19 +159,9 @@ def save_tagger(net: TaggerNet, path: str | Path, report: dict | None = None) ->
     atomic_save_tensors({k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}, path, meta)
 
 
-def default_tagger_path() -> Path:
-    return Path(str(resources.files("tagface") / "weights" / DEFAULT_TAGGER))
-
-
 def load_tagger(path: str | Path | None = None) -> TaggerNet:
-    p = Path(path) if path else default_tagger_path()
-    if path is None and not p.exists():
-        raise TagfaceError("no default tagger is shipped in this install; pass --tagger FILE "
-                           "(train one with `tagface tagger train`)")
-    meta = read_metadata(p)
-    if meta.get("tagface.kind") != "tagger":
-        raise TagfaceError(f"{p} is not a tagface tagger (train one with `tagface tagger train`)")
-    arch = json.loads(meta["tagface.tagger"])
+    p = resolve_tagger(path)
+    arch = json.loads(read_metadata(p)["tagface.tagger"])
     net = TaggerNet(arch["width"], arch["resolution"])
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in load_tensors(p).items()})
     return net.eval().requires_grad_(False)
