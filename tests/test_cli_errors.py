@@ -209,3 +209,95 @@ def test_train_with_a_recipe_naming_a_missing_tagger_fails_before_reading_data(c
                               "--data", tmp_path / "no-such-data", "--out", tmp_path / "run"])
     assert "recipe: loss.frozen_classifier runs/tagger-indep.safetensors does not exist" in line
     assert not (tmp_path / "run").exists()
+
+
+# found by a bad-input sweep of every command (2026-12-01)
+@pytest.mark.parametrize("argv, message", [
+    (["evaluate", "--real", "x", "--out", "y", "--seed", "99999999999999999999"], "--seed: expected an integer from 0"),
+    (["generate", "blue hair", "--seed", "-1"], "--seed: expected an integer from 0 to 2**63 - 1"),
+    (["serve", "--wait", "inf"], "--wait: expected a number >= 0"),
+    (["serve", "--wait", "nan"], "--wait: expected a number >= 0"),
+    (["serve", "--queue", "-1"], "--queue: expected an integer >= 0"),
+])
+def test_numbers_no_generator_or_server_takes_are_argparse_errors(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_an_unknown_device_is_a_one_line_error(capsys, tiny_generator, tmp_path):
+    for device in ("foo", "cuda:x", "gpu"):
+        line = run_error(capsys, ["generate", "blue hair red eyes", "--checkpoint", tiny_generator, "--device", device,
+                                  "--out", tmp_path / "x.png"])
+        assert f"--device {device}: allowed: cpu, cuda, cuda:N" in line
+
+
+def test_an_output_file_that_is_a_folder_is_refused_before_any_work(capsys, make_dataset, tmp_path):
+    ds = make_dataset([(0, "blue", "red")])
+    line = run_error(capsys, ["tagger", "relabel", "--data", ds.path, "--out", ds.path,
+                              "--tagger", tmp_path / "no-tagger-needed-yet.safetensors"])
+    assert line == f"tagface: error: --out {ds.path} is a folder; give a file path"
+    from tagface.checkpoint import atomic_write_text
+    from tagface.errors import TagfaceError
+    with pytest.raises(TagfaceError, match="is a folder"):
+        atomic_write_text(ds.path, "x")
+
+
+def test_evaluate_against_too_few_real_faces_says_how_many_it_needs(capsys, make_dataset, tiny_generator, tmp_path):
+    ds = make_dataset([(i, "blue", "red") for i in range(3)])
+    line = run_error(capsys, ["evaluate", "--checkpoint", tiny_generator, "--real", ds.path, "--out", tmp_path / "r",
+                              "--samples-per-tag", "1", "--cache-dir", tmp_path / "cache"])
+    assert "3 usable faces; evaluate compares against at least 16" in line and not (tmp_path / "r").exists()
+
+
+def test_tagger_predict_top_past_the_colour_count_lists_them_all(capsys, tmp_path):
+    from PIL import Image
+
+    from tagface.tagger import TaggerNet, save_tagger
+    save_tagger(TaggerNet(width=4, resolution=32).eval(), tmp_path / "t.safetensors")
+    Image.new("RGB", (40, 40), (0, 0, 255)).save(tmp_path / "face.png")
+    assert main(["tagger", "predict", str(tmp_path / "face.png"), "--top", "100", "--json",
+                 "--tagger", str(tmp_path / "t.safetensors")]) == 0
+    import json
+    row = json.loads(capsys.readouterr().out)
+    assert len(row["hair_top"]) == 12 and len(row["eyes_top"]) == 11
+
+
+def _tiny_run(make_dataset, tmp_path):
+    ds = make_dataset([(i, "blue", "red") for i in range(8)], size=32)
+    run = tmp_path / "run"
+    args = ["train", "--config", "seed-acgan-dcgan", "--data", ds.path, "--out", run, "--steps", "1", "--no-progress",
+            "--device", "cpu", "--cache-dir", tmp_path / "cache", "--set", "train.batch_size=4",
+            "--set", "train.resolution=32", "--set", "model.g_channels=4", "--set", "model.d_channels=4",
+            "--set", "sample.standing_stats=0"]
+    assert main([str(a) for a in args]) == 0
+    return ds, run, args
+
+
+def test_train_guards_an_earlier_run_and_its_resume(capsys, make_dataset, tmp_path):
+    ds, run, args = _tiny_run(make_dataset, tmp_path)
+    capsys.readouterr()
+    resume = ["train", "--out", run, "--resume", "--steps", "2", "--no-progress", "--device", "cpu",
+              "--cache-dir", tmp_path / "cache"]
+    # a model value changed on --resume: the networks cannot change
+    line = run_error(capsys, resume + ["--set", "model.g_channels=8"])
+    assert "--resume: the checkpoint's G does not fit this recipe" in line
+    # run.json damaged: it records the data folders
+    (run / "run.json").write_text("{bad")
+    assert "cannot tell the run's data folders" in run_error(capsys, resume)
+    # the checkpoint deleted, the generator kept: a new run there would overwrite it
+    (run / "checkpoint.safetensors").unlink()
+    before = (run / "generator.safetensors").read_bytes()
+    line = run_error(capsys, args)
+    assert "already holds generator.safetensors" in line and (run / "generator.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--discriminator", "--format", "onnx"], "--discriminator writes safetensors only"),
+    (["--format", "safetensors", "--opset", "17"], "--opset 17: only the onnx format has an opset"),
+    (["--format", "safetensors", "--guidance-tagger", "t.safetensors"], "--guidance-tagger: only with --tag-guidance"),
+])
+def test_export_refuses_flags_it_would_ignore(capsys, tiny_generator, tmp_path, extra, message):
+    out = tmp_path / "x.safetensors"
+    line = run_error(capsys, ["export", "--checkpoint", tiny_generator, "--out", out, *extra])
+    assert message in line and not out.exists()

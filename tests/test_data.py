@@ -297,3 +297,24 @@ def test_augment_is_reproducible_and_rotation_changes_pixels():
     b = augment(x, torch.Generator().manual_seed(9), flip=False, rotate_deg=5)
     assert torch.equal(a, b)
     assert not torch.equal(a, x)
+
+
+def test_tags_without_a_comma_after_the_id_name_the_line(make_dataset):
+    ds = make_dataset([(0, "blue", "red")])
+    (ds.path / "tags.csv").write_text("0;blue hair red eyes\n")  # a spreadsheet's semicolons
+    with pytest.raises(TagfaceError, match=r"tags.csv:1: no comma after the id in '0;blue hair red eyes'"):
+        read_records(ds.path)
+    (ds.path / "tags.csv").write_text("id,hair\n0,blue\n")  # an adl header without its eyes column
+    with pytest.raises(TagfaceError, match="needs both a 'hair' and an 'eyes' column"):
+        read_records(ds.path)
+
+
+def test_a_damaged_cache_file_is_decoded_again(make_dataset, tmp_path):
+    ds = make_dataset([(i, "blue", "red") for i in range(3)])
+    first = load_folder(ds.path, 16, tmp_path / "cache", verbose=False)
+    (cache_file,) = (tmp_path / "cache").glob("*.safetensors")
+    cache_file.write_bytes(b"junk")
+    with pytest.warns(UserWarning, match="unreadable"):
+        again = load_folder(ds.path, 16, tmp_path / "cache", verbose=False)
+    assert torch.equal(first.images, again.images)
+    assert cache_file.stat().st_size > 100  # written again

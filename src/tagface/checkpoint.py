@@ -30,9 +30,17 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def output_file(path: str | Path, flag: str = "--out") -> Path:
+    """An output path that must name a file: a folder there is a one-line error, checked before any work."""
+    path = Path(path)
+    if path.is_dir():
+        raise TagfaceError(f"{flag} {path} is a folder; give a file path")
+    return path
+
+
 def atomic_write(path: str | Path, write) -> None:
     """Call write(tmp_path) then rename over path: readers see the old file or the new one, never half."""
-    path = Path(path)
+    path = output_file(path, "output")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -32,6 +32,7 @@ def positive(kind, allow_zero: bool = False, at_most=None):
     return parse
 
 
+MIN_REAL_FACES = 16  # evaluate: fewer real faces give no usable covariance
 MAX_FACES_PER_LINE = 4096  # per tag line: a 4096-face grid is ~17 s and 36 MB of PNG; more is a mistake, not a picture
 
 
@@ -43,6 +44,20 @@ def share(text: str) -> float:
         value = float("nan")
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
+    return value
+
+
+MAX_SEED = 2**63 - 1  # torch's generators take at most a signed 64-bit seed
+
+
+def seed_int(text: str) -> int:
+    """argparse type for --seed: an integer every generator in tagface (torch's, numpy's) accepts."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**63 - 1, got {text!r}")
     return value
 
 
@@ -100,12 +115,14 @@ def cmd_train(args) -> int:
         if not (out / "config.yaml").exists():
             raise TagfaceError(f"--resume: {out} has no config.yaml from an earlier run")
         recipe = load_recipe(out / "config.yaml", args.set)
-        data_paths = args.data or json.loads((out / "run.json").read_text())["data"]
+        data_paths = args.data or _recorded_data(out / "run.json")
     else:
         if not args.config:
             raise TagfaceError("--config is required (a YAML file or a seed recipe name; see `tagface recipes`)")
         if (out / "checkpoint.safetensors").exists():
             raise TagfaceError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out")
+        if (out / "generator.safetensors").exists():  # a finished run whose large checkpoint was deleted
+            raise TagfaceError(f"{out} already holds generator.safetensors from an earlier run; choose another --out")
         if not args.data:
             raise TagfaceError("--data is required: a folder with tags.csv and images (repeat for several)")
         recipe, data_paths = load_recipe(args.config, args.set), args.data
@@ -148,13 +165,32 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _recorded_data(run_json: Path) -> list[str]:
+    """The --data folders a run recorded, for --resume without --data."""
+    try:
+        data = json.loads(run_json.read_text(encoding="utf-8"))["data"]
+        if not (isinstance(data, list) and data and all(isinstance(d, str) for d in data)):
+            raise ValueError("'data' is not a list of folders")
+        return data
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise TagfaceError(f"--resume: {run_json} cannot tell the run's data folders ({err}); pass --data again") from None
+
+
 def resolve_device(name: str) -> str:
-    """--device: auto picks CUDA when there is one; asking for CUDA without one is a one-line error."""
+    """--device: auto picks CUDA when there is one; a name torch does not know, or CUDA (or a GPU index) this
+    machine does not have, is a one-line error."""
+    import re
+
     import torch
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise TagfaceError(f"--device {name}: allowed: cpu, cuda, cuda:N (a GPU index) or auto")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise TagfaceError(f"--device {name}: CUDA is not available here; use --device cpu")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise TagfaceError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 to "
+                           f"cuda:{torch.cuda.device_count() - 1}")
     return name
 
 
@@ -211,8 +247,10 @@ def _say_redrawn(gen) -> None:
 def cmd_tagger_train(args) -> int:
     import torch
 
+    from .checkpoint import output_file
     from .data import load_datasets
     from .tagger import save_tagger, train_tagger
+    output_file(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
     faces = load_datasets(args.data, args.resolution, args.cache_dir)
@@ -237,7 +275,7 @@ def _read_images(paths: list[str]):
                                                .transpose(2, 0, 1).copy()))
         except FileNotFoundError:
             raise TagfaceError(f"image {p} does not exist") from None
-        except OSError as err:
+        except (OSError, Image.DecompressionBombError) as err:  # the bomb: an image over Pillow's pixel limit
             raise TagfaceError(f"image {p} cannot be read ({err})") from None
     return torch.stack(arrays)
 
@@ -259,10 +297,12 @@ def cmd_tagger_predict(args) -> int:
 
 
 def cmd_tagger_relabel(args) -> int:
+    from .checkpoint import output_file
     from .data import read_records
     from .tagger import load_tagger, relabel, write_relabelled
     if not 0 <= args.min_confidence <= 1:
         raise TagfaceError(f"--min-confidence {args.min_confidence}: allowed range is [0, 1]")
+    output_file(args.out)
     records = read_records(args.data)
     labels, report = relabel(records, load_tagger(args.tagger), args.min_confidence)
     write_relabelled(records, labels, args.out)
@@ -288,6 +328,9 @@ def cmd_evaluate(args) -> int:
         gen = FaceGenerator.load(args.checkpoint)
     tagger = load_tagger(args.tagger)
     real = load_datasets(args.real, 64, args.cache_dir, verbose=True)
+    if real.images.shape[0] < MIN_REAL_FACES:  # covariances of a handful of faces say nothing (and eigh may fail)
+        raise TagfaceError(f"--real {' '.join(args.real)}: {real.images.shape[0]} usable faces; evaluate compares "
+                           f"against at least {MIN_REAL_FACES}")
     report = evaluate(gen, tagger, real, args.samples_per_tag, args.seed, args.truncation)
     if args.inception:
         from .inception import fid_kid
@@ -299,10 +342,15 @@ def cmd_evaluate(args) -> int:
     if (rg := report["frechet_tagger_real_grid"]) and rg["ratio"] is not None:
         held += f"; real faces drawn as the grid draws them: ratio {rg['ratio']:.2f}"
     print(f"tagface: hair {g['hair']:.3f} eyes {g['eyes']:.3f} both {g['both']:.3f}; frechet (tagger features) "
-          f"{fd['generated_vs_real']:.3f} vs real-real {fd['real_vs_real']:.3f}{held}; matched-tags frechet ratio "
-          f"{mt['frechet_ratio']:.2f}, lowest per-tag diversity ratio {mt['diversity_ratio_min']:.2f}; "
+          f"{fd['generated_vs_real']:.3f} vs real-real {_number(fd['real_vs_real'], 3)}{held}; matched-tags frechet "
+          f"ratio {_number(mt['frechet_ratio'])}, lowest per-tag diversity ratio {_number(mt['diversity_ratio_min'])}; "
           f"report in {args.out}")
     return 0
+
+
+def _number(value: float | None, digits: int = 2) -> str:
+    """A reading for the summary line; 'n/a' where the real faces were too few to give it."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def cmd_serve(args) -> int:
@@ -336,16 +384,19 @@ def cmd_crop(args) -> int:
 
 def cmd_export(args) -> int:
     from .export import export_checkpoint, export_discriminator
+    fmt = args.format or ("safetensors" if args.discriminator else "onnx")
     if args.discriminator:
+        if fmt.lower() != "safetensors":
+            raise TagfaceError(f"--discriminator writes safetensors only; drop --format {fmt}")
         info = export_discriminator(args.checkpoint, args.out, half=args.half)
         print(f"tagface: wrote {info['path']} ({info['bytes'] / 1e6:.1f} MB, {info['dtype']}, D at step "
               f"{info['step']})", file=sys.stderr)
         return 0
-    info = export_checkpoint(args.checkpoint, args.out, args.format, args.opset, args.exporter, half=args.half,
+    info = export_checkpoint(args.checkpoint, args.out, fmt, args.opset, args.exporter, half=args.half,
                              standing_stats=args.standing_stats, standing_uniform=args.standing_uniform,
                              tag_guidance=args.tag_guidance, guidance_tagger=args.guidance_tagger,
                              guidance_per_pair=args.guidance_per_pair)
-    if args.format.lower() == "safetensors":
+    if fmt.lower() == "safetensors":
         print(f"tagface: wrote {info['path']} ({info['bytes'] / 1e6:.1f} MB, {info['dtype']}; reloaded, it matches "
               f"the source generator to {info['max_abs_diff']:.1e})", file=sys.stderr)
         return 0
@@ -410,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("tags", nargs="?", help="e.g. \"blue hair red eyes\"; a missing colour is sampled")
     g.add_argument("-n", type=positive(int, at_most=MAX_FACES_PER_LINE), default=16,
                    help=f"faces per tag line (default 16, at most {MAX_FACES_PER_LINE})")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=seed_int, default=0)
     g.add_argument("--out", default="grid.png", help="image file, or folder with --tags-file")
     g.add_argument("--checkpoint", help="run directory or .safetensors file (omitted or 'default': the shipped model)")
     g.add_argument("--truncation", type=truncation, help="noise intensity in (0, 2]; lower: safer, less varied")
@@ -436,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--epochs", type=positive(int), default=6)
     tt.add_argument("--width", type=positive(int), default=32)
     tt.add_argument("--resolution", type=positive(int), default=64)
-    tt.add_argument("--seed", type=int, default=0, help="seed of the training and of the held-out split")
+    tt.add_argument("--seed", type=seed_int, default=0, help="seed of the training and of the held-out split")
     tt.add_argument("--threads", type=positive(int))
     tt.add_argument("--cache-dir")
     tt.add_argument("--no-progress", action="store_true")
@@ -460,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tagger", help="tagger file (default: the shipped one)")
     e.add_argument("--real", action="append", required=True, help="real data folder (repeat to combine)")
     e.add_argument("--samples-per-tag", type=positive(int), default=8)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=seed_int, default=0)
     e.add_argument("--truncation", type=truncation, help="noise intensity in (0, 2] (default: the model's own)")
     e.add_argument("--pipeline", default="gan", choices=["gan", "gray-colorize"],
                    help="gan (default): a generator; gray-colorize: a `tagface pipeline train` run as --checkpoint")
@@ -474,8 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     sv.add_argument("--checkpoint", help="run directory or .safetensors file (omitted or 'default': the shipped model)")
     sv.add_argument("--max-concurrent", type=positive(int), help="model calls at once (default: CPU cores, at most 4)")
-    sv.add_argument("--queue", type=int, default=8, help="requests that may wait for a model call; more get 503 (default 8)")
-    sv.add_argument("--wait", type=float, default=5.0, help="seconds a request may wait before a 503 (default 5)")
+    sv.add_argument("--queue", type=positive(int, allow_zero=True), default=8, help="requests that may wait for a model call; more get 503 (default 8)")
+    sv.add_argument("--wait", type=positive(float, allow_zero=True), default=5.0, help="seconds a request may wait before a 503 (default 5)")
     sv.add_argument("--threads", type=positive(int), default=1, help="torch threads per model call (default 1)")
     sv.add_argument("--no-access-log", action="store_true", help="do not log each request")
     sv.set_defaults(func=cmd_serve)
@@ -497,7 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("export", help="export a generator: ONNX, or slim (fp16) safetensors")
     x.add_argument("--checkpoint", help="run directory or .safetensors file (omitted or 'default': the shipped model)")
-    x.add_argument("--format", default="onnx", help="onnx (default) or safetensors (the generator alone)")
+    x.add_argument("--format", help="onnx (default) or safetensors (the generator alone; the only format of "
+                   "--discriminator)")
     x.add_argument("--out", required=True, help="output file, e.g. g.onnx or g.safetensors")
     x.add_argument("--half", action="store_true", help="fp16 weights (safetensors only; half the size)")
     x.add_argument("--discriminator", action="store_true", help="write the run's D instead (safetensors; from a "
@@ -556,7 +608,7 @@ def add_translate_commands(sub) -> None:
     t.add_argument("--resolution", type=positive(int), help="image side, a multiple of 4 (default 64)")
     t.add_argument("--batch-size", type=positive(int), help="images per domain per step (default 4)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-    t.add_argument("--seed", type=int, help="seed of weights, data order and augmentation (default 0)")
+    t.add_argument("--seed", type=seed_int, help="seed of weights, data order and augmentation (default 0)")
     t.add_argument("--threads", type=positive(int), help="CPU threads for torch")
     t.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     t.add_argument("--cache-dir", help="where decoded images are cached (default ~/.cache/tagface or $TAGFACE_CACHE)")
@@ -593,7 +645,7 @@ def add_translate_commands(sub) -> None:
     e.add_argument("--out", required=True, help="report folder (report.json, report.md)")
     e.add_argument("--n", type=positive(int), default=1000, help="images per set (default 1000)")
     e.add_argument("--tagger", help="tagger file (default: the shipped one)")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=seed_int, default=0)
     e.add_argument("--cache-dir")
     e.set_defaults(func=lazy("translate", "cmd_translate_evaluate"))
 
@@ -623,7 +675,7 @@ def add_pipeline_commands(sub) -> None:
     c.add_argument("--checkpoint", required=True, help="pipeline run directory or pipeline.safetensors")
     c.add_argument("--tags", required=True, help="e.g. \"blue hair red eyes\"; a missing colour is sampled")
     c.add_argument("--out", required=True, help="output folder")
-    c.add_argument("--seed", type=int, default=0, help="seed for sampling a missing colour")
+    c.add_argument("--seed", type=seed_int, default=0, help="seed for sampling a missing colour")
     c.add_argument("--device", default="cpu")
     c.set_defaults(func=lazy("colorize", "cmd_pipeline_colorize"))
 

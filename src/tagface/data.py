@@ -101,6 +101,8 @@ def read_records(folder: str | Path) -> list[Record]:
     if not rows:
         raise TagfaceError(f"{tags_path} is empty")
     header, cols = [c.strip().lower() for c in rows[0]], {}
+    if ("hair" in header) != ("eyes" in header):
+        raise TagfaceError(f"{tags_path}: header {rows[0]} needs both a 'hair' and an 'eyes' column (id,hair,eyes)")
     if "hair" in header and "eyes" in header:  # adl layout
         cols = {name: header.index(name) for name in ("id", "hair", "eyes", "file") if name in header}
         if "id" not in cols:
@@ -118,6 +120,9 @@ def read_records(folder: str | Path) -> list[Record]:
     for lineno, row in enumerate(body, start=2 if body is not rows else 1):
         if not row or not "".join(row).strip():
             continue
+        if not cols and len(row) == 1 and _PHRASE.search(row[0].lower()):  # tags, but no comma after the id
+            raise TagfaceError(f"{tags_path}:{lineno}: no comma after the id in {row[0]!r}; expected "
+                               "'<id>,<hair> hair <eye> eyes' (or a header id,hair,eyes)")
         try:
             hair, eyes = parse(row)
             stem = _stem(get_id(row))
@@ -245,8 +250,11 @@ def load_folder(folder: str | Path, resolution: int, cache_dir: str | Path | Non
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     cache_file = cache / f"{_cache_key(tags_path, records, resolution)}.safetensors"
     if cache_file.exists():
-        t = load_file(cache_file)
-        return FaceSet(t["images"], t["hair"], t["eyes"], t["digest"])
+        try:
+            t = load_file(cache_file)
+            return FaceSet(t["images"], t["hair"], t["eyes"], t["digest"])
+        except Exception as err:  # a cache half-written by an old version or damaged on disk: decode again
+            warnings.warn(f"data cache {cache_file} is unreadable ({err}); decoding the images again")
     if verbose:
         print(f"tagface: {folder}: {report}; decoding to {resolution}px (cached at {cache_file})", flush=True)
     results = decode_many([r.path for r in records], resolution, workers)

@@ -241,6 +241,10 @@ def export_checkpoint(checkpoint: str | Path | None, out: str | Path, fmt: str =
         raise TagfaceError("--half: only the safetensors format stores fp16 weights")
     if standing_uniform is not None and standing_stats <= 0:
         raise TagfaceError("--standing-uniform: only with --standing-stats (it says which tags those batches draw)")
+    if opset is not None and fmt != "onnx":
+        raise TagfaceError(f"--opset {opset}: only the onnx format has an opset")
+    if guidance_tagger is not None and not tag_guidance > 0:
+        raise TagfaceError("--guidance-tagger: only with --tag-guidance STRENGTH (it measures that guidance)")
     if tag_guidance > 0 and guidance_tagger is not None and not Path(guidance_tagger).is_file():
         raise TagfaceError(f"--guidance-tagger {guidance_tagger}: no such file (a tagger from `tagface tagger train`)")
     if fmt == "onnx":
@@ -261,6 +265,9 @@ def export_checkpoint(checkpoint: str | Path | None, out: str | Path, fmt: str =
         from .guidance import guide_generator
         from .tagger import load_tagger
         record = guide_generator(gen, lambda: load_tagger(guidance_tagger), tag_guidance, guidance_per_pair)
+        if not all(bool(t.isfinite().all()) for t in gen.G.state_dict().values() if t.is_floating_point()):
+            raise TagfaceError(f"--tag-guidance {tag_guidance}: the guided weights overflow; the measured strengths "
+                               "are 0.5 and 1")
         extra = {GUIDANCE_KEY: json.dumps({**record, "tagger": str(guidance_tagger) if guidance_tagger else "shipped"})}
     if fmt == "safetensors":
         return export_safetensors(gen, out, half, extra)

@@ -168,11 +168,11 @@ def load_tagger(path: str | Path | None = None) -> TaggerNet:
 
 
 def top_colours(logits: torch.Tensor, k: int = 3) -> list[dict]:
-    """Per image: the k most likely hair and eye colours with probabilities."""
+    """Per image: the k most likely hair and eye colours with probabilities (all of them, for k past their count)."""
     out = []
     for row in logits:
         ph, pe = row[:N_HAIR].softmax(0), row[N_HAIR:].softmax(0)
-        th, te = ph.topk(k), pe.topk(min(k, pe.numel()))
+        th, te = ph.topk(min(k, ph.numel())), pe.topk(min(k, pe.numel()))
         out.append({"hair": [(HAIR_COLOURS[i], p) for p, i in zip(th.values.tolist(), th.indices.tolist())],
                     "eyes": [(EYE_COLOURS[i], p) for p, i in zip(te.values.tolist(), te.indices.tolist())]})
     return out
@@ -197,7 +197,9 @@ def relabel(records, net: TaggerNet, min_conf: float, heldout_fraction: float = 
     decoded = decode_many([r.path for r in records], net.resolution)
     ok = [i for i, (a, _) in enumerate(decoded) if a is not None]
     if not ok:
-        raise TagfaceError("none of the images could be read")
+        first = records[0].path
+        raise TagfaceError(f"none of the {len(records)} images could be read (e.g. {first}"
+                           f"{' does not exist' if not first.exists() else ''})")
     import numpy as np
     images = torch.from_numpy(np.stack([decoded[i][0] for i in ok]))
     logits = predict_logits(net, images)

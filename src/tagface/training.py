@@ -409,7 +409,12 @@ class Trainer:
                                f"(this run has {self.dist.world})")
         self.step = state["step"]
         for name in ("G", "D", "G_ema", "opt_g", "opt_d", "sampler"):
-            getattr(self, name).load_state_dict(state[name])
+            try:
+                getattr(self, name).load_state_dict(state[name])
+            except (RuntimeError, ValueError) as err:  # a model value changed with --set since the run began
+                raise TagfaceError(f"--resume: the checkpoint's {name} does not fit this recipe: the networks and the "
+                                   f"batch cannot change on --resume; drop the --set that changes them "
+                                   f"({str(err).splitlines()[0][:160]})") from None
         self.ada_p = state.get("ada_p", 0.0)  # checkpoints from before ADA have none
         self.D_loss = self._d_loss(self.recipe)
         self._enter_stage()
