@@ -301,3 +301,22 @@ def test_export_refuses_flags_it_would_ignore(capsys, tiny_generator, tmp_path, 
     out = tmp_path / "x.safetensors"
     line = run_error(capsys, ["export", "--checkpoint", tiny_generator, "--out", out, *extra])
     assert message in line and not out.exists()
+
+
+def test_a_folder_given_where_a_file_belongs_is_named_as_a_folder(capsys, tmp_path):
+    (tmp_path / "pics").mkdir()
+    line = run_error(capsys, ["generate", "blue hair", "--strict-tags", "--tagger", tmp_path, "--out", tmp_path / "x.png"])
+    assert line == f"tagface: error: --tagger {tmp_path} is a folder; give a tagger .safetensors file"
+    line = run_error(capsys, ["crop", tmp_path / "pics", "--out", tmp_path / "faces", "--cascade", tmp_path])
+    assert line == f"tagface: error: --cascade {tmp_path} is a folder; give the .xml file"
+
+
+def test_crop_into_the_folder_of_its_own_pictures_says_they_are_skipped(capsys, tmp_path, monkeypatch):
+    from PIL import Image
+
+    import tagface.crop
+    monkeypatch.setattr(tagface.crop, "CascadeDetector", lambda *args: None)  # no picture gets as far as detection
+    (tmp_path / "pics").mkdir()
+    Image.new("RGB", (40, 40)).save(tmp_path / "pics" / "a.png")
+    line = run_error(capsys, ["crop", tmp_path / "pics", "--out", tmp_path / "pics", "--cascade", "unused.xml"])
+    assert "outside --out" in line and "whose own faces are skipped" in line

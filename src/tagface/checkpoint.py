@@ -167,6 +167,8 @@ def default_tagger_path() -> Path:
 def resolve_tagger(path: str | Path | None) -> Path:
     """--tagger: a tagger file, or None for the one shipped in the package; checks that the file is a tagger."""
     p = Path(path) if path else default_tagger_path()
+    if p.is_dir():
+        raise TagfaceError(f"--tagger {p} is a folder; give a tagger .safetensors file")
     if path is None and not p.exists():
         raise TagfaceError("no default tagger is shipped in this install; pass --tagger FILE "
                            "(train one with `tagface tagger train`)")

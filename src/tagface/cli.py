@@ -369,7 +369,9 @@ def cmd_crop(args) -> int:
     detect = CascadeDetector(args.cascade, args.min_size, args.neighbours)  # a missing cascade fails before any work
     pictures = find_pictures(args.pictures, skip=Path(args.out))
     if not pictures:
-        raise TagfaceError(f"no pictures (jpg, jpeg, png, webp or bmp) in {' '.join(args.pictures)}")
+        inside = find_pictures(args.pictures) if Path(args.out).exists() else []  # all of them under --out?
+        raise TagfaceError(f"no pictures (jpg, jpeg, png, webp or bmp) in {' '.join(args.pictures)}" + (
+            f" outside --out {args.out}, whose own faces are skipped; write the crops to another folder" if inside else ""))
     progress = None
     if not args.no_progress:
         from tqdm import tqdm
@@ -486,7 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--out", required=True, help="output .safetensors file")
     tt.add_argument("--epochs", type=positive(int), default=6)
     tt.add_argument("--width", type=positive(int), default=32)
-    tt.add_argument("--resolution", type=positive(int), default=64)
+    tt.add_argument("--resolution", type=positive(int, at_most=512), default=64, help="side the faces are read at "
+                    "(default 64)")
     tt.add_argument("--seed", type=seed_int, default=0, help="seed of the training and of the held-out split")
     tt.add_argument("--threads", type=positive(int))
     tt.add_argument("--cache-dir")
@@ -535,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("pictures", nargs="+", help="picture files or folders (searched recursively)")
     c.add_argument("--out", required=True, help="data folder: faces/<id>.png, tags.csv (colours blank), crops.csv")
     c.add_argument("--cascade", help="lbpcascade_animeface.xml (default: $TAGFACE_CASCADE)")
-    c.add_argument("--size", type=positive(int), default=96, help="side of the written faces in px (default 96)")
+    c.add_argument("--size", type=positive(int, at_most=1024), default=96, help="side of the written faces in px (default 96)")
     c.add_argument("--scale", type=float, default=1.0,
                    help="crop side / the detector's box side (default 1: the framing of the course data)")
     c.add_argument("--shift", type=float, default=0.0, help="raise the crop by this fraction of the face's height")

@@ -58,7 +58,8 @@ class CascadeDetector:
             raise TagfaceError(f"give --cascade FILE (or set {CASCADE_ENV}): lbpcascade_animeface.xml from "
                                "https://github.com/nagadomi/lbpcascade_animeface")
         if not Path(cascade).is_file():
-            raise TagfaceError(f"--cascade {cascade} does not exist")
+            raise TagfaceError(f"--cascade {cascade} " + ("is a folder; give the .xml file" if Path(cascade).is_dir()
+                                                          else "does not exist"))
         try:
             import cv2
         except ImportError:

@@ -113,7 +113,9 @@ def train_tagger(faces: FaceSet, epochs: int = 6, batch_size: int = 128, lr: flo
     val = heldout_mask(faces.digest, heldout, seed)
     train_idx, val_idx = (~val).nonzero().squeeze(1), val.nonzero().squeeze(1)
     if len(train_idx) < batch_size or len(val_idx) == 0:
-        raise TagfaceError(f"too few faces to train a tagger ({len(train_idx)} train, {len(val_idx)} held out)")
+        raise TagfaceError(f"too few faces to train a tagger ({len(train_idx)} train, {len(val_idx)} held out; it "
+                           f"needs at least {batch_size} to train on and 1 held out, about {batch_size * 10 // 9 + 1} "
+                           "usable faces)")
     net = TaggerNet(width, faces.resolution if faces.resolution <= 64 else 64)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * (len(train_idx) // batch_size)
