@@ -185,6 +185,8 @@ def test_malformed_json_and_missing_body_are_422(client):
     assert r.status_code == 422 and "not valid JSON" in r.json()["detail"]
     r = client.post("/api/generate")
     assert r.status_code == 422 and "body is missing" in r.json()["detail"]
+    r = client.post("/api/generate", content=b'{"hair": "blue"}', headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 422 and "Content-Type: application/json" in r.json()["detail"]  # curl -d without -H
     r = client.post("/api/vary", json={"seed": 1, "batch": 2, "index": 2})
     assert r.status_code == 422 and "index 2 is not below batch 2" in r.json()["detail"]
 

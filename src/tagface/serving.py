@@ -404,8 +404,11 @@ def create_app(gen: FaceGenerator, max_concurrent: int = 2, queue: int = 8, wait
     async def _validation_error(request: Request, exc: RequestValidationError):
         # the inputs are not echoed back: the client sent them, and one may be NaN, which JSON cannot carry
         errors = [{k: v for k, v in err.items() if k != "input"} for err in exc.errors()]
-        return JSONResponse({"detail": _validation_message(errors), "errors": jsonable_encoder(errors)},
-                            status_code=422)
+        detail = _validation_message(errors)
+        sent = request.headers.get("content-length", "0") != "0"
+        if sent and "json" not in request.headers.get("content-type", "") and any(e.get("loc") == ("body",) for e in errors):
+            detail = "send the body as JSON, with the header Content-Type: application/json"  # e.g. curl -d alone
+        return JSONResponse({"detail": detail, "errors": jsonable_encoder(errors)}, status_code=422)
 
     @app.exception_handler(Busy)
     async def _busy(request: Request, exc: Busy):
