@@ -320,3 +320,12 @@ def test_crop_into_the_folder_of_its_own_pictures_says_they_are_skipped(capsys, 
     Image.new("RGB", (40, 40)).save(tmp_path / "pics" / "a.png")
     line = run_error(capsys, ["crop", tmp_path / "pics", "--out", tmp_path / "pics", "--cascade", "unused.xml"])
     assert "outside --out" in line and "whose own faces are skipped" in line
+
+
+def test_a_file_where_an_output_folder_belongs_is_named_as_such(capsys, tiny_generator, tmp_path):
+    (tmp_path / "tags.txt").write_text("1,blue hair red eyes\n")
+    (tmp_path / "afile").write_text("keep me")
+    line = run_error(capsys, ["generate", "--tags-file", tmp_path / "tags.txt", "--checkpoint", tiny_generator,
+                              "--out", tmp_path / "afile"])
+    assert line == f"tagface: error: {tmp_path / 'afile'}: is a file where a folder is needed; choose another path"
+    assert (tmp_path / "afile").read_text() == "keep me"

@@ -700,5 +700,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as err:  # a file or folder the command cannot read or write (permissions, a full disk)
         where = f"{err.filename}: " if err.filename else ""
-        print(f"tagface: error: {where}{err.strerror or err}", file=sys.stderr)
+        reason = err.strerror or err
+        if isinstance(err, FileExistsError) and err.filename and Path(err.filename).is_file():  # mkdir on a file
+            reason = "is a file where a folder is needed; choose another path"
+        print(f"tagface: error: {where}{reason}", file=sys.stderr)
         return 2
