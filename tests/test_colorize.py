@@ -159,6 +159,60 @@ def test_bad_config_values_are_one_line_errors():
         tiny_config("colorizer.width=5")
 
 
+@pytest.mark.parametrize("override, message", [
+    ("ema=5", r"ema 5: allowed range is \[0, 1\)"),
+    ("rotate=nan", r"rotate nan: allowed range is \[0, 180\]"),
+    ("colorizer.adv_weight=nan", "colorizer.adv_weight nan: must be a finite number >= 0"),
+    ("lr=nan", "lr nan: must be a finite number > 0"),
+    ("lr=-1", "lr -1: must be a finite number > 0"),
+    ("betas=2,2", r"betas 2,2: allowed range is \[0, 1\) \(each number\)"),
+    ("batch_size=0", "batch_size 0: must be an integer >= 1"),
+    ("gray.z_dim=-3", "gray.z_dim -3: must be an integer >= 1"),
+    ("resolution=1024", "resolution 1024: must be a multiple of 16 from 32 to 512"),
+    ("seed=-1", "seed -1: must be an integer from 0"),
+])
+def test_config_numbers_out_of_range_are_one_line_errors(override, message):
+    with pytest.raises(TagfaceError, match=f"^{message}") as info:
+        tiny_config(override)
+    assert "\n" not in str(info.value)
+
+
+def test_every_numeric_pipeline_field_has_a_rule():
+    from dataclasses import fields
+    from tagface.colorize import PIPELINE_NUMBERS
+    cfg = PipelineConfig()
+
+    def numbers(obj, prefix=""):
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            if hasattr(value, "__dataclass_fields__"):
+                yield from numbers(value, f"{f.name}.")
+            elif isinstance(value, (int, float, tuple)) and not isinstance(value, bool):
+                yield prefix + f.name
+    assert set(numbers(cfg)) == set(PIPELINE_NUMBERS)
+
+
+def test_too_few_faces_for_the_batch_names_the_pipelines_own_key(tmp_path):
+    with pytest.raises(TagfaceError, match="fewer than the batch size 100; lower it with --set batch_size=N$"):
+        PipelineTrainer(tiny_config("batch_size=100"), tiny_faces(), tmp_path / "run", progress=False)
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("config.json", "{bad", "config.json is not valid JSON"),
+    ("config.json", "[1]", "config.json: expected a JSON object, got list"),
+    ("run.json", "{bad", "run.json is not valid JSON"),
+    ("run.json", "[1]", "run.json: expected a JSON object, got list"),
+    ("run.json", '{"data": 3}', "run.json names no data folders; pass --data DIR"),
+])
+def test_resume_with_a_damaged_run_file_is_one_line_error(name, text, message, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(tiny_config().to_dict()))
+    (run / "run.json").write_text(json.dumps({"data": ["somewhere"]}))
+    (run / name).write_text(text)
+    assert message in run_error(capsys, ["pipeline", "train", "--out", run, "--resume", "--set", "lr=1e-4"])
+
+
 # --------------------------------------------------------------------------- training state
 def test_resume_continues_exactly(tmp_path):
     cfg = tiny_config("colorizer.loss=gan")
@@ -216,8 +270,9 @@ def test_cli_train_generate_colorize(tmp_path, capsys, make_dataset):
 
     capsys.readouterr()
     # `tagface evaluate --pipeline gray-colorize` judges the pipeline like any generator
-    assert main(["evaluate", "--pipeline", "gray-colorize", "--checkpoint", str(run), "--real", str(ds.path),
-                 "--samples-per-tag", "1", "--out", str(tmp_path / "eval")]) == 0
+    real = make_dataset([(i, hair, eyes) for i, (_, hair, eyes) in enumerate(ROWS * 3)], size=32, name="real")
+    assert main(["evaluate", "--pipeline", "gray-colorize", "--checkpoint", str(run), "--real", str(real.path),
+                 "--samples-per-tag", "1", "--out", str(tmp_path / "eval")]) == 0  # evaluate needs 16 real faces
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["recipe"] == "gray-colorize (l1 colorizer)" and report["step"] == 3
     assert report["generated"]["n"] == 12 * 11 and 0 <= report["generated"]["both"] <= 1
@@ -253,6 +308,8 @@ def test_cli_bad_inputs(tmp_path, capsys, make_dataset):
             *TINY_ARGS]
     assert "unknown colorizer loss 'wgan'" in run_error(capsys, base + ["--colorizer-loss", "wgan"])
     assert "resolution 40" in run_error(capsys, base + ["--resolution", "40"])
+    assert "--set 'lr=@x': value is not valid YAML" in run_error(capsys, base + ["--set", "lr=@x"])
+    assert "lr nan: must be a finite number > 0" in run_error(capsys, base + ["--set", "lr=nan"])
     assert "--data is required" in run_error(capsys, ["pipeline", "train", "--out", run])
     assert "no config.json" in run_error(capsys, ["pipeline", "train", "--out", tmp_path / "empty", "--resume"])
     assert "needs a pipeline run" in run_error(capsys, ["generate", "--pipeline", "gray-colorize", "blue hair red eyes"])

@@ -215,3 +215,100 @@ def test_non_mapping_yaml_file_is_a_tagface_error(tmp_path):
     path.write_text("- train\n- model\n")
     with pytest.raises(TagfaceError, match="expected a mapping"):
         load_recipe(path)
+
+
+# --------------------------------------------------------------------------- numbers in range
+@pytest.mark.parametrize("override, message", [
+    ("train.lr_g=-1", "train.lr_g -1: must be a finite number > 0"),
+    ("train.lr_g=nan", "train.lr_g nan: must be a finite number > 0"),
+    ("train.lr_d=.inf", "train.lr_d inf: must be a finite number > 0"),
+    ("train.ema=2", r"train.ema 2: allowed range is \[0, 1\)"),
+    ("train.ema=-1", r"train.ema -1: allowed range is \[0, 1\)"),
+    ("train.d_steps=-1", "train.d_steps -1: must be an integer >= 1"),
+    ("train.g_steps=0", "train.g_steps 0: must be an integer >= 1"),
+    ("train.replay_prob=3", r"train.replay_prob 3: allowed range is \[0, 1\]"),
+    ("train.replay_size=-3", "train.replay_size -3: must be an integer >= 0"),
+    ("train.rotate=.nan", r"train.rotate nan: allowed range is \[0, 180\]"),
+    ("loss.cls_weight=.nan", "loss.cls_weight nan: must be a finite number >= 0"),
+    ("loss.penalty_weight=-1", "loss.penalty_weight -1: must be a finite number >= 0"),
+    ("train.sample_every=-1", "train.sample_every -1: must be an integer >= 1"),
+    ("train.log_every=0", "train.log_every 0: must be an integer >= 1"),
+    ("train.checkpoint_every=0", "train.checkpoint_every 0: must be an integer >= 1"),
+    ("sample.standing_stats=-5", "sample.standing_stats -5: must be an integer >= 0"),
+    ("sample.standing_uniform=2", r"sample.standing_uniform 2: allowed range is \[0, 1\]"),
+    ("sample.truncation=5", r"sample.truncation 5: allowed range is \(0, 2\]"),
+    ("train.batch_size=0", "train.batch_size 0: must be an integer >= 1"),
+    ("train.batch_size=-4", "train.batch_size -4: must be an integer >= 1"),
+    ("train.betas=2,3", r"train.betas 2,3: allowed range is \[0, 1\) \(each number\)"),
+    ("train.betas=[0.5]", "train.betas: expected 2 numbers"),
+    ("model.g_channels=0", "model.g_channels 0: must be an integer >= 1"),
+    ("model.embed_dim=-1", "model.embed_dim -1: must be an integer >= 0"),
+    ("train.resolution=63", "train.resolution 63: must be a multiple of 16 from 32 to 512"),
+    ("train.resolution=1024", "train.resolution 1024: must be a multiple of 16 from 32 to 512"),
+    ("train.seed=-1", "train.seed -1: must be an integer from 0"),
+    ("train.ada_target=-0.5", r"train.ada_target -0.5: must lie in \(0, 1\)"),
+])
+def test_numbers_out_of_range_are_one_line_errors(override, message):
+    with pytest.raises(TagfaceError, match=message) as info:
+        load_recipe("seed-acgan-dcgan", [override])
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("override", ["train.ema=0", "train.rotate=0", "model.embed_dim=0", "model.g_blocks=0",
+                                      "sample.standing_stats=0", "sample.truncation=2", "train.replay_prob=1",
+                                      "train.betas=0,0.9", "loss.cls_weight=0", "train.resolution=32",
+                                      "train.resolution=512"])
+def test_numbers_at_the_edge_of_their_range_are_accepted(override):
+    load_recipe("seed-acgan-dcgan", [override])
+
+
+def test_every_numeric_recipe_field_has_a_rule():
+    """A new number in a config section must say what it allows (config.RECIPE_NUMBERS)."""
+    from tagface.config import RECIPE_NUMBERS
+    recipe = Recipe()
+    numeric = {f"{section}.{f.name}" for section in ("model", "loss", "train", "sample")
+               for f in dataclasses.fields(getattr(recipe, section))
+               if isinstance(getattr(getattr(recipe, section), f.name), (int, float, tuple))
+               and not isinstance(getattr(getattr(recipe, section), f.name), bool)}
+    assert numeric == set(RECIPE_NUMBERS)
+
+
+def test_mode_seeking_needs_a_batch_with_twins():
+    with pytest.raises(TagfaceError, match="loss.mode_seeking 1 needs train.batch_size 2 or more"):
+        load_recipe("seed-acgan-dcgan", ["train.batch_size=1", "loss.mode_seeking=1"])
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"train.ema": 2}, r"stages\[0\] \(from step 5\): train.ema 2: allowed range is \[0, 1\)"),
+    ({"train.lr_g": float("nan")}, r"stages\[0\] \(from step 5\): train.lr_g nan: must be a finite number > 0"),
+    ({"train.rotate": -5}, r"stages\[0\] \(from step 5\): train.rotate -5"),
+    ({"loss.mode_seeking": -1}, "loss.mode_seeking -1: must be a finite number >= 0"),
+])
+def test_stage_values_get_the_same_checks(value, message, tmp_path):
+    raw = yaml.safe_load((recipe_dir() / "seed-acgan-dcgan.yaml").read_text())
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({**raw, "stages": [{"start": 5, "set": value}]}))
+    with pytest.raises(TagfaceError, match=message) as info:
+        load_recipe(tmp_path / "r.yaml")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("override", ["train.lr_g=[1", "train.lr_g=@x", "train.diffaugment={a", "name=`x"])
+def test_override_that_is_not_yaml_is_one_line_error(override):
+    with pytest.raises(TagfaceError) as info:
+        load_recipe("seed-acgan-dcgan", [override])
+    assert str(info.value).startswith(f"--set {override!r}: value is not valid YAML (") and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "does not exist; do this"),
+    ("{bad", "is not valid JSON .*; do this"),
+    ("[1]", "expected a JSON object, got list; do this"),
+])
+def test_read_json_mapping_names_the_file_and_the_fix(text, message, tmp_path):
+    from tagface.config import read_json_mapping
+    path = tmp_path / "run.json"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(TagfaceError, match=f"run.json {message}" if text != "[1]" else message) as info:
+        read_json_mapping(path, "do this")
+    assert str(path) in str(info.value) and "\n" not in str(info.value)

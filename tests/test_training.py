@@ -168,9 +168,9 @@ def test_standing_statistics_are_gathered_over_the_tags_the_recipe_names(share):
 
 @pytest.mark.parametrize("share", ["-0.1", "1.5", "nan"])
 def test_a_standing_share_outside_0_to_1_is_refused_before_training(share, tmp_path):
-    recipe = tiny_recipe("seed-acgan-dcgan", f"sample.standing_uniform={share}")
     with pytest.raises(TagfaceError, match=r"^sample.standing_uniform .*: allowed range is \[0, 1\]"):
-        Trainer(recipe, random_faces(), tmp_path / "run", progress=False)
+        Trainer(tiny_recipe("seed-acgan-dcgan", f"sample.standing_uniform={share}"), random_faces(),
+                tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "checkpoint.safetensors").exists()
 
 

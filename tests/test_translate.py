@@ -188,6 +188,14 @@ def test_train_then_run_through_the_cli(folders, tmp_path, capsys):
     (["train", "--a", "nowhere", "--b", "B", "--out", "R"], "--a folder nowhere does not exist"),
     (["train", "--out", "R", "--resume"], "checkpoint.safetensors does not exist"),
     (["run", "--checkpoint", "missing-run", "x.png", "--out", "o"], "checkpoint missing-run does not exist"),
+    (["train", "--a", "A", "--b", "B", "--out", "R", "--lr", "nan"], "--lr nan: must be a finite number > 0"),
+    (["train", "--a", "A", "--b", "B", "--out", "R", "--lr", "-1"], "--lr -1: must be a finite number > 0"),
+    (["train", "--a", "A", "--b", "B", "--out", "R", "--cycle-weight", "nan"],
+     "--cycle-weight nan: must be a finite number >= 0"),
+    (["train", "--a", "A", "--b", "B", "--out", "R", "--identity", "inf"], "--identity inf: must be a finite number >= 0"),
+    (["train", "--a", "A", "--b", "B", "--out", "R", "--pool-size", "-1"], "--pool-size -1: must be an integer >= 0"),
+    (["train", "--a", "A", "--b", "B", "--out", "R", "--resolution", "1024"], "--resolution 1024: must be a multiple of 4"),
+    (["evaluate", "--checkpoint", "missing-run", "--out", "o", "--n", "1"], "--n 1: at least 8 images per set"),
 ])
 def test_cli_errors_are_one_line_with_exit_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -262,3 +270,47 @@ def test_evaluate_through_the_cli(folders, tmp_path, capsys):
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("tagface: error:")]
     assert len(errors) == 1 and "too few images" in errors[0] and "Traceback" not in err
+
+
+def test_every_numeric_translate_field_has_a_rule():
+    from dataclasses import fields
+    from tagface.translate import TRANSLATE_NUMBERS
+    cfg = TranslateConfig()
+    numeric = {f.name for f in fields(cfg)
+               if isinstance(getattr(cfg, f.name), (int, float)) and not isinstance(getattr(cfg, f.name), bool)}
+    assert numeric == set(TRANSLATE_NUMBERS)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("beta1", 1.0, r"beta1 1: allowed range is \[0, 1\)"),
+    ("beta2", float("nan"), "beta2 nan"),
+    ("seed", -1, "--seed -1: must be an integer from 0"),
+    ("g_blocks", 0, "--g-blocks 0: must be an integer >= 1"),
+])
+def test_config_numbers_out_of_range_are_errors(field, value, message):
+    with pytest.raises(TagfaceError, match=message):
+        TranslateConfig(**{**TINY, field: value})
+    with pytest.raises(TagfaceError, match=message):  # a config read back from a file gets the same checks
+        TranslateConfig.from_dict({**TINY, field: value})
+
+
+def test_a_config_that_is_not_a_mapping_is_an_error():
+    with pytest.raises(TagfaceError, match="expected a mapping, got list"):
+        TranslateConfig.from_dict([1])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{bad", "run.json is not valid JSON"),
+    ("[1]", "run.json: expected a JSON object, got list"),
+    ('{"a": 5, "b": "B"}', "run.json: 'a' is not a folder"),
+])
+def test_a_damaged_run_json_is_one_line_error_on_resume_and_evaluate(text, message, tmp_path, capsys):
+    run = tmp_path / "run"
+    CycleGANTrainer(TranslateConfig(**TINY), tiny_images(2, (200, 60, 60), 1), tiny_images(2, (60, 60, 200), 2), run,
+                    progress=False).save()
+    (run / "run.json").write_text(text)
+    for argv in (["train", "--out", str(run), "--resume", "--no-progress"],
+                 ["evaluate", "--checkpoint", str(run), "--out", str(tmp_path / "eval")]):
+        assert main(["translate", *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "pass --a DIR and --b DIR" in err and err.count("\n") == 1, err

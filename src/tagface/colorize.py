@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from . import __version__
 from .checkpoint import (atomic_save_tensors, atomic_write_text, load_resume_state, load_state, load_tensors,
                          read_metadata, run_file, save_state)
-from .config import ModelConfig, apply_overrides, build_dataclass
+from .config import (DECAY, NON_NEGATIVE, ONE_OR_MORE, POSITIVE, SEED, ModelConfig, Rule, apply_overrides,
+                     build_dataclass, check_numbers, multiple_of, read_json_mapping, within)
 from .data import FaceSet, augment, decode, load_datasets, to_float, to_uint8
 from .cli import resolve_device
 from .errors import TagfaceError
@@ -71,6 +72,18 @@ class ColorizerConfig:
     adv_weight: float = 0.01    # gan: weight of the adversarial term next to the MSE (0.1 failed: docs/ablations.md)
 
 
+# every number of a PipelineConfig, by its --set key (config.check_numbers)
+PIPELINE_NUMBERS: dict[str, Rule] = {
+    "resolution": multiple_of(16, 32, 512, " (64 is the default)"),
+    "batch_size": ONE_OR_MORE, "steps": ONE_OR_MORE, "lr": POSITIVE, "betas": DECAY,
+    "ema": within(0, 1, "[)", "; 0 turns it off"), "rotate": within(0, 180, note=" degrees; 0 turns it off"),
+    "seed": SEED, "log_every": ONE_OR_MORE, "sample_every": ONE_OR_MORE, "checkpoint_every": ONE_OR_MORE,
+    "gray.z_dim": ONE_OR_MORE, "gray.g_channels": ONE_OR_MORE, "gray.d_channels": ONE_OR_MORE,
+    "gray.embed_dim": ONE_OR_MORE, "colorizer.channels": ONE_OR_MORE, "colorizer.depth": ONE_OR_MORE,
+    "colorizer.d_channels": ONE_OR_MORE, "colorizer.adv_weight": NON_NEGATIVE,
+}
+
+
 @dataclass
 class PipelineConfig:
     resolution: int = 64
@@ -89,15 +102,10 @@ class PipelineConfig:
     colorizer: ColorizerConfig = field(default_factory=ColorizerConfig)
 
     def __post_init__(self):
-        r = self.resolution
-        if r % 16 or r < 32:
-            raise TagfaceError(f"resolution {r}: must be a multiple of 16, at least 32 (64 is the default)")
+        check_numbers(self, PIPELINE_NUMBERS)
         if self.colorizer.loss not in COLORIZER_LOSSES:
             raise TagfaceError(f"unknown colorizer loss '{self.colorizer.loss}'; allowed: {' '.join(COLORIZER_LOSSES)}")
-        for where, obj in (("", self), ("gray.", self.gray), ("colorizer.", self.colorizer)):
-            for name, value in asdict(obj).items():
-                if isinstance(value, int) and not isinstance(value, bool) and name != "seed" and value <= 0:
-                    raise TagfaceError(f"{where}{name} must be positive, got {value}")
+        r = self.resolution
         if r >> self.colorizer.depth < 2:
             raise TagfaceError(f"colorizer.depth {self.colorizer.depth} is too deep for {r}px "
                                f"(at most {int(math.log2(r)) - 1})")
@@ -332,6 +340,9 @@ class PipelineTrainer:
         adam = lambda m: torch.optim.Adam(m.parameters(), lr=cfg.lr, betas=cfg.betas)  # noqa: E731
         self.opt_g, self.opt_d, self.opt_c = adam(self.G), adam(self.D), adam(self.C)
         self.opt_dc = adam(self.Dc) if self.Dc is not None else None
+        if len(data) < cfg.batch_size:  # BatchSampler's advice names the GAN recipe's key, not this config's
+            raise TagfaceError(f"the data has {len(data)} usable images, fewer than the batch size {cfg.batch_size}; "
+                               f"lower it with --set batch_size=N")
         self.sampler = BatchSampler(len(data), cfg.batch_size, self.data_rng)
         self.step = 0
         fixed = torch.Generator().manual_seed(1234)
@@ -606,13 +617,16 @@ def cmd_pipeline_train(args) -> int:
     if args.resume:
         if not (out / "config.json").exists():
             raise TagfaceError(f"--resume: {out} has no config.json from an earlier `tagface pipeline train`")
-        data = apply_overrides(json.loads((out / "config.json").read_text()), args.set)
+        data = apply_overrides(read_json_mapping(out / "config.json", "restore it, or train afresh in another --out"),
+                               args.set)
         cfg = PipelineConfig.from_dict(data, str(out / "config.json"))
         for flag, have, want in (("--colorizer-loss", cfg.colorizer.loss, args.colorizer_loss),
                                  ("--resolution", cfg.resolution, args.resolution)):
             if want is not None and want != have:
                 raise TagfaceError(f"{flag} {want}: the run in {out} was trained with {have}; resume it with that")
-        data_paths = args.data or json.loads((out / "run.json").read_text())["data"]
+        data_paths = args.data or read_json_mapping(out / "run.json", "pass --data DIR").get("data")
+        if not (isinstance(data_paths, list) and data_paths and all(isinstance(p, str) for p in data_paths)):
+            raise TagfaceError(f"{out / 'run.json'} names no data folders; pass --data DIR")
     else:
         if (out / CHECKPOINT).exists():
             raise TagfaceError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out")

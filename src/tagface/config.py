@@ -6,10 +6,12 @@ key; this module only checks and stores the choices, models.py and losses.py own
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -108,6 +110,70 @@ class SampleConfig:
         return freq.toward_uniform(s)
 
 
+# --------------------------------------------------------------------------- allowed numbers
+# A rule is (test, what is allowed); every numeric config field has one, checked when the config is built, so a
+# value the code cannot use fails in one line before any data is decoded, not as NaN weights hours later.
+Rule = tuple[Callable[[float], bool], str]
+MAX_SEED = 2**63 - 1  # torch's generators take at most a signed 64-bit seed
+
+
+def at_least(lo: int, strict: bool = False) -> Rule:
+    return (lambda x: x > lo) if strict else (lambda x: x >= lo), f"must be {{kind}} {'>' if strict else '>='} {lo}"
+
+
+def within(lo: float, hi: float, ends: str = "[]", note: str = "") -> Rule:
+    """lo..hi; ends says which are open, as in "[)"."""
+    def ok(x: float) -> bool:
+        return (lo < x if ends[0] == "(" else lo <= x) and (x < hi if ends[1] == ")" else x <= hi)
+    return ok, f"allowed range is {ends[0]}{lo:g}, {hi:g}{ends[1]}{note}"
+
+
+def multiple_of(step: int, lo: int, hi: int, note: str = "") -> Rule:
+    return lambda x: x % step == 0 and lo <= x <= hi, f"must be a multiple of {step} from {lo} to {hi}{note}"
+
+
+POSITIVE, NON_NEGATIVE, ONE_OR_MORE = at_least(0, strict=True), at_least(0), at_least(1)
+SHARE, DECAY = within(0, 1), within(0, 1, "[)")  # DECAY: Adam's betas, EMA decays
+SEED: Rule = (lambda x: 0 <= x <= MAX_SEED, "must be an integer from 0 to 2**63 - 1")
+
+RECIPE_NUMBERS: dict[str, Rule] = {
+    "model.z_dim": ONE_OR_MORE, "model.embed_dim": NON_NEGATIVE, "model.word_dim": ONE_OR_MORE,
+    "model.g_channels": ONE_OR_MORE, "model.d_channels": ONE_OR_MORE,
+    "model.g_blocks": NON_NEGATIVE, "model.d_blocks": NON_NEGATIVE,
+    "loss.cls_weight": NON_NEGATIVE, "loss.penalty_weight": NON_NEGATIVE, "loss.drift": NON_NEGATIVE,
+    "loss.frozen_classifier_weight": NON_NEGATIVE, "loss.feature_matching": NON_NEGATIVE,
+    "loss.mode_seeking": NON_NEGATIVE,
+    "train.resolution": multiple_of(16, 32, 512, " (64 is the default)"),  # D halves it 4 times down to 2 px or more
+    "train.batch_size": ONE_OR_MORE, "train.steps": ONE_OR_MORE,
+    "train.lr_g": POSITIVE, "train.lr_d": POSITIVE, "train.lr_grown": POSITIVE, "train.betas": DECAY,
+    "train.g_steps": ONE_OR_MORE, "train.d_steps": ONE_OR_MORE,
+    "train.ema": within(0, 1, "[)", "; 0 turns it off"),
+    "train.replay_size": NON_NEGATIVE, "train.replay_prob": SHARE,
+    "train.rotate": within(0, 180, note=" degrees; 0 turns it off"),
+    "train.ada_target": (lambda x: 0 <= x < 1, "must lie in (0, 1) (D's mean sign on real faces), or be 0 (off)"),
+    "train.ada_kimg": NON_NEGATIVE, "train.ada_interval": ONE_OR_MORE,  # ada_kimg > 0 with ADA on: Trainer checks
+    "train.seed": SEED,
+    "train.log_every": ONE_OR_MORE, "train.sample_every": ONE_OR_MORE, "train.checkpoint_every": ONE_OR_MORE,
+    "sample.truncation": within(0, 2, "(]", "; 1 is the training distribution"),
+    "sample.standing_stats": NON_NEGATIVE, "sample.standing_uniform": SHARE,
+}
+
+
+def check_numbers(config: Any, rules: dict[str, Rule], label: Callable[[str], str] = str) -> None:
+    """Each dotted field of `config` against its rule (a tuple field: each of its numbers); NaN and infinity never
+    pass. `label` turns a field into what the user typed (a --set key, a flag)."""
+    for key, (ok, allowed) in rules.items():
+        value = config
+        for part in key.split("."):
+            value = getattr(value, part)
+        values = value if isinstance(value, tuple) else (value,)
+        if not all(math.isfinite(v) and ok(v) for v in values):
+            shown = ",".join(str(v) if isinstance(v, int) else f"{v:g}" for v in values)
+            kind = "an integer" if isinstance(values[0], int) else "a finite number"
+            each = " (each number)" if isinstance(value, tuple) else ""
+            raise TagfaceError(f"{label(key)} {shown}: {allowed.format(kind=kind)}{each}")
+
+
 # what a stage may change mid-run: loss weights and optimiser settings, never the networks, the data or the batch
 STAGE_KEYS = {
     "loss": ("cls_weight", "fake_cls", "penalty_weight", "penalty_on_labels", "drift", "frozen_classifier",
@@ -137,6 +203,12 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     stages: list[Stage] = field(default_factory=list)
+
+    def __post_init__(self):
+        check_numbers(self, RECIPE_NUMBERS)
+        if self.loss.mode_seeking and self.train.batch_size < 2:
+            raise TagfaceError(f"loss.mode_seeking {self.loss.mode_seeking:g} needs train.batch_size 2 or more "
+                               f"(each fake face gets a twin to differ from), got {self.train.batch_size}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -169,8 +241,11 @@ class Recipe:
         stages = parse_stages(data.pop("stages", None) or [], f"{source}: stages")
         recipe = build_dataclass(cls, data, source)
         recipe.stages = stages
-        for stage in stages:  # a wrong value fails now, not hours into the run
-            recipe.at_step(stage.start)
+        for i, stage in enumerate(stages):  # a wrong value fails now, not hours into the run
+            try:
+                recipe.at_step(stage.start)
+            except TagfaceError as err:
+                raise TagfaceError(f"{source}: stages[{i}] (from step {stage.start}): {err}") from None
         return recipe
 
 
@@ -229,7 +304,11 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
         raise TagfaceError(f"{where}: expected {type(default).__name__}, got {value!r}")
     try:
         if isinstance(default, tuple):
-            return tuple(float(v) for v in (value.split(",") if isinstance(value, str) else value))
+            numbers = tuple(float(v) for v in (value.split(",") if isinstance(value, str) else value))
+            if len(numbers) != len(default):
+                raise TagfaceError(f"{where}: expected {len(default)} numbers, e.g. "
+                                   f"{','.join(map(str, default))}, got {value!r}")
+            return numbers
         if isinstance(default, float):
             return float(value)
         if isinstance(default, int):
@@ -257,7 +336,26 @@ def apply_overrides(data: dict, items: list[str]) -> dict:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise TagfaceError(f"--set {item!r}: {p} is not a section")
-        node[leaf] = yaml.safe_load(value) if value.strip() else ""  # KEY= clears a string switch
+        try:
+            node[leaf] = yaml.safe_load(value) if value.strip() else ""  # KEY= clears a string switch
+        except yaml.YAMLError as err:
+            raise TagfaceError(f"--set {item!r}: value is not valid YAML ({str(err).splitlines()[0]})") from None
+    return data
+
+
+def read_json_mapping(path: str | Path, fix: str) -> dict:
+    """A JSON object a run wrote (config.json, run.json) and a user may have edited or truncated: one line naming
+    the file and `fix` (what to do) when it is unreadable, not JSON or not an object."""
+    try:
+        data = json.loads(read_user_text(path))
+    except FileNotFoundError:
+        raise TagfaceError(f"{path} does not exist; {fix}") from None
+    except OSError as err:
+        raise TagfaceError(f"{path} cannot be read ({err.strerror}); {fix}") from None
+    except json.JSONDecodeError as err:
+        raise TagfaceError(f"{path} is not valid JSON ({err}); {fix}") from None
+    if not isinstance(data, dict):
+        raise TagfaceError(f"{path}: expected a JSON object, got {type(data).__name__}; {fix}")
     return data
 
 

@@ -20,13 +20,15 @@ import json
 import os
 import sys
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import (DECAY, NON_NEGATIVE, ONE_OR_MORE, POSITIVE, SEED, Rule, build_dataclass, check_numbers,
+                     multiple_of, read_json_mapping)
 from .errors import TagfaceError
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -35,6 +37,7 @@ KIND_CHECKPOINT = "translate-checkpoint"
 KIND_TRANSLATOR = "translator"
 CACHE_VERSION = 1
 DIRECTIONS = ("a2b", "b2a")
+MIN_PER_SET = 8  # evaluate: fewer images per set give no usable feature covariance
 
 
 @dataclass
@@ -60,31 +63,30 @@ class TranslateConfig:
     checkpoint_every: int = 250
 
     def __post_init__(self):
-        check_resolution(self.resolution)
-        for name in ("g_channels", "g_blocks", "d_channels", "d_layers", "batch_size", "log_every", "sample_every",
-                     "checkpoint_every"):
-            if getattr(self, name) <= 0:
-                raise TagfaceError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.cycle_weight < 0 or self.identity < 0 or self.pool_size < 0:
-            raise TagfaceError("cycle_weight, identity and pool_size must not be negative")
+        check_numbers(self, TRANSLATE_NUMBERS, _flag)
         patch_size(self)  # a discriminator too deep for the resolution is an error now, not at the first step
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TranslateConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise TagfaceError(f"translate config: unknown key(s) {', '.join(unknown)}")
-        return cls(**d)
+    def from_dict(cls, d: dict, source: str = "translate config") -> "TranslateConfig":
+        return build_dataclass(cls, d, source)
 
 
-def check_resolution(resolution: int) -> None:
-    if resolution % 4 or resolution < 16:
-        raise TagfaceError(f"--resolution {resolution}: must be a multiple of 4 (the generator halves it twice) "
-                           f"and at least 16")
+# every number of a TranslateConfig (config.check_numbers); the errors name the `translate train` flags
+TRANSLATE_NUMBERS: dict[str, Rule] = {
+    "resolution": multiple_of(4, 16, 512, " (the generator halves it twice)"),
+    "g_channels": ONE_OR_MORE, "g_blocks": ONE_OR_MORE, "d_channels": ONE_OR_MORE, "d_layers": ONE_OR_MORE,
+    "cycle_weight": NON_NEGATIVE, "identity": NON_NEGATIVE, "pool_size": NON_NEGATIVE, "lr": POSITIVE,
+    "beta1": DECAY, "beta2": DECAY, "batch_size": ONE_OR_MORE, "seed": SEED,
+    "log_every": ONE_OR_MORE, "sample_every": ONE_OR_MORE, "checkpoint_every": ONE_OR_MORE,
+}
+
+
+def _flag(field: str) -> str:
+    """A TranslateConfig field as the user sets it: its `translate train` flag, or the bare name if it has none."""
+    return f"--{field.replace('_', '-')}" if field in _CONFIG_FLAGS else field
 
 
 def patch_size(cfg: TranslateConfig) -> int:
@@ -457,7 +459,7 @@ class Translator:
         kind = meta.get("tagface.kind")
         if kind not in (KIND_TRANSLATOR, KIND_CHECKPOINT) or "tagface.translate" not in meta:
             raise TagfaceError(f"{p} is not a `tagface translate` checkpoint or translator file")
-        cfg = TranslateConfig.from_dict(json.loads(meta["tagface.translate"]))
+        cfg = config_from_metadata(meta, p)
         if kind == KIND_TRANSLATOR:
             t = load_tensors(p)
             weights = {d: {k[4:]: v for k, v in t.items() if k.startswith(d + ".")} for d in DIRECTIONS}
@@ -513,10 +515,11 @@ def evaluate_translation(model: Translator, a: torch.Tensor, b: torch.Tensor, ta
     from .tagger import extract_features
     from .tags import N_HAIR
 
+    check_set_size(n)
     m = min(n, len(a) // 2, len(b) // 2)
-    if m < 8:
+    if m < MIN_PER_SET:
         raise TagfaceError(f"too few images to evaluate a translation: {len(a)} in --a, {len(b)} in --b "
-                           f"(at least 16 each)")
+                           f"(at least {2 * MIN_PER_SET} each)")
     g = torch.Generator().manual_seed(seed)
     pa, pb = torch.randperm(len(a), generator=g), torch.randperm(len(b), generator=g)
     sets = {"a": a[pa[:m]], "a_rest": a[pa[m:2 * m]], "b": b[pb[:m]], "b_rest": b[pb[m:2 * m]]}
@@ -540,6 +543,11 @@ def evaluate_translation(model: Translator, a: torch.Tensor, b: torch.Tensor, ta
             "frechet_tagger": {"a2b_vs_b": fd("a2b", "b"), "b2a_vs_a": fd("b2a", "a"), "a_vs_b": fd("a", "b"),
                                "b_vs_b": fd("b_rest", "b"), "a_vs_a": fd("a_rest", "a")},
             "tags_kept": {"a2b": kept("a", "a2b"), "b2a": kept("b", "b2a")}}
+
+
+def check_set_size(n: int) -> None:
+    if n < MIN_PER_SET:
+        raise TagfaceError(f"--n {n}: at least {MIN_PER_SET} images per set (fewer give no usable feature statistics)")
 
 
 def translation_report_markdown(r: dict) -> str:
@@ -566,6 +574,28 @@ _CONFIG_FLAGS = {
 }
 
 
+def config_from_metadata(meta: dict, path: Path) -> TranslateConfig:
+    """The TranslateConfig a checkpoint or translator file stores, or one line saying the file is damaged."""
+    try:
+        data = json.loads(meta["tagface.translate"])
+    except (KeyError, json.JSONDecodeError):
+        raise TagfaceError(f"{path} holds no readable translate config; it is damaged or not from "
+                           "`tagface translate train`") from None
+    return TranslateConfig.from_dict(data, f"{path} translate config")
+
+
+def recorded_folders(run: Path, a: str | None, b: str | None) -> tuple[str | None, str | None]:
+    """--a and --b, else the folders the run in `run` recorded in its run.json (None where neither says)."""
+    run_json = run / "run.json"
+    if (a and b) or not run_json.is_file():
+        return a, b
+    recorded = read_json_mapping(run_json, "pass --a DIR and --b DIR")
+    for key in ("a", "b"):
+        if not isinstance(recorded.get(key, ""), str):
+            raise TagfaceError(f"{run_json}: '{key}' is not a folder; pass --a DIR and --b DIR")
+    return a or recorded.get("a"), b or recorded.get("b")
+
+
 def cmd_translate_train(args) -> int:
     from .cli import resolve_device
     out = Path(args.out)
@@ -582,17 +612,14 @@ def cmd_translate_train(args) -> int:
         meta = read_metadata(out / CHECKPOINT)
         if meta.get("tagface.kind") != KIND_CHECKPOINT:
             raise TagfaceError(f"{out / CHECKPOINT} is not a `tagface translate` checkpoint")
-        cfg = TranslateConfig.from_dict(json.loads(meta["tagface.translate"]))
-        recorded = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
-        folder_a, folder_b = args.a or recorded.get("a"), args.b or recorded.get("b")
+        cfg = config_from_metadata(meta, out / CHECKPOINT)
+        folder_a, folder_b = recorded_folders(out, args.a, args.b)
     else:
         if (out / CHECKPOINT).exists():
             raise TagfaceError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another "
                                f"--out")
         folder_a, folder_b = args.a, args.b
-        if "resolution" in given:
-            check_resolution(given["resolution"])  # before any image is decoded
-        cfg = TranslateConfig(**given)
+        cfg = TranslateConfig(**given)  # every value checked before any image is decoded
     if not folder_a or not folder_b:
         raise TagfaceError("--a DIR and --b DIR are required: the two folders of images to translate between")
     if args.threads:
@@ -637,12 +664,9 @@ def cmd_translate_run(args) -> int:
 def cmd_translate_evaluate(args) -> int:
     from .checkpoint import atomic_write_text
     from .tagger import load_tagger
+    check_set_size(args.n)
     model = Translator.load(args.checkpoint)
-    recorded = {}
-    run_json = Path(args.checkpoint) / "run.json"
-    if run_json.exists():
-        recorded = json.loads(run_json.read_text())
-    folder_a, folder_b = args.a or recorded.get("a"), args.b or recorded.get("b")
+    folder_a, folder_b = recorded_folders(Path(args.checkpoint), args.a, args.b)
     if not folder_a or not folder_b:
         raise TagfaceError("--a DIR and --b DIR are required (the checkpoint records no folders)")
     a = load_image_folder(folder_a, model.resolution, args.cache_dir, name="--a")
