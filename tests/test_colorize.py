@@ -322,6 +322,10 @@ def test_cli_bad_inputs(tmp_path, capsys, make_dataset):
     assert "already holds a checkpoint" in run_error(capsys, base)
     assert "was trained with mse" in run_error(capsys, ["pipeline", "train", "--out", run, "--resume",
                                                         "--colorizer-loss", "gan", "--no-progress"])
+    (run / "checkpoint.safetensors").unlink()  # the finished pipeline kept, its large checkpoint deleted
+    before = (run / "pipeline.safetensors").read_bytes()
+    assert "already holds pipeline.safetensors" in run_error(capsys, base)
+    assert (run / "pipeline.safetensors").read_bytes() == before
     # a plain GAN generator file is not a pipeline
     from tagface.config import Recipe
     from tagface.sampling import save_generator

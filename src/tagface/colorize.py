@@ -630,6 +630,8 @@ def cmd_pipeline_train(args) -> int:
     else:
         if (out / CHECKPOINT).exists():
             raise TagfaceError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out")
+        if (out / PIPELINE).exists():  # a finished run whose large checkpoint was deleted
+            raise TagfaceError(f"{out} already holds {PIPELINE} from an earlier run; choose another --out")
         if not args.data:
             raise TagfaceError("--data is required: a folder with tags.csv and images (repeat for several)")
         data = apply_overrides(PipelineConfig().to_dict(), args.set)
