@@ -90,4 +90,6 @@ def main(mlds: str, adl: str, per_pair: int = 8, seeds=(0, 1, 2)) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        sys.exit(__doc__)
     main(*(sys.argv[1:3] if len(sys.argv) > 2 else ("../shared/data/mlds2018-extra", "../shared/data/adl2017-faces")))

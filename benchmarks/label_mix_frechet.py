@@ -42,4 +42,6 @@ def main(folder: str, per_pair: int = 8, m: int = 952) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        sys.exit(__doc__)
     main(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/mlds2018-extra")

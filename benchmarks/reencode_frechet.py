@@ -62,6 +62,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        sys.exit(__doc__)
     try:
         main()
     except TagfaceError as err:  # bad input: one line, as the tagface commands give it
