@@ -174,6 +174,19 @@ def check_numbers(config: Any, rules: dict[str, Rule], label: Callable[[str], st
             raise TagfaceError(f"{label(key)} {shown}: {allowed.format(kind=kind)}{each}")
 
 
+def check_ada(t: TrainConfig) -> None:
+    """ADA adapts how often DiffAugment's transforms apply, so it needs some, and a positive adjustment speed."""
+    if not t.ada_target:
+        return
+    if not t.diffaugment.strip():
+        raise TagfaceError(f"train.ada_target {t.ada_target}: ADA adapts how often DiffAugment's transforms "
+                           "apply; name them too, e.g. --set train.diffaugment=color,translation,cutout")
+    if not (0 < t.ada_target < 1 and t.ada_kimg > 0 and t.ada_interval >= 1):
+        raise TagfaceError(f"ADA: train.ada_target {t.ada_target} must lie in (0, 1) (D's mean sign on real "
+                           f"faces; 0.6 in the paper; 0 turns ADA off), train.ada_kimg {t.ada_kimg} above 0 and "
+                           f"train.ada_interval {t.ada_interval} at least 1")
+
+
 # what a stage may change mid-run: loss weights and optimiser settings, never the networks, the data or the batch
 STAGE_KEYS = {
     "loss": ("cls_weight", "fake_cls", "penalty_weight", "penalty_on_labels", "drift", "frozen_classifier",
@@ -206,6 +219,7 @@ class Recipe:
 
     def __post_init__(self):
         check_numbers(self, RECIPE_NUMBERS)
+        check_ada(self.train)
         if self.loss.mode_seeking and self.train.batch_size < 2:
             raise TagfaceError(f"loss.mode_seeking {self.loss.mode_seeking:g} needs train.batch_size 2 or more "
                                f"(each fake face gets a twin to differ from), got {self.train.batch_size}")

@@ -27,7 +27,7 @@ from . import __version__
 from . import distributed
 from .checkpoint import (atomic_write_text, is_grown, load_resume_state, load_state, load_tensors, load_weights,
                          read_metadata, resolve_checkpoint, run_file, save_state)
-from .config import Recipe
+from .config import Recipe, check_ada
 from .data import FaceSet, augment, to_float
 from .diffaugment import DiffAugmented, ada_adjust, parse_policy
 from .errors import TagfaceError
@@ -244,14 +244,7 @@ class Trainer:
         ADA's adapted chance when train.ada_target is set."""
         t = recipe.train
         names = parse_policy(t.diffaugment)
-        if t.ada_target:
-            if not names:
-                raise TagfaceError(f"train.ada_target {t.ada_target}: ADA adapts how often DiffAugment's transforms "
-                                   "apply; name them too, e.g. --set train.diffaugment=color,translation,cutout")
-            if not (0 < t.ada_target < 1 and t.ada_kimg > 0 and t.ada_interval >= 1):
-                raise TagfaceError(f"ADA: train.ada_target {t.ada_target} must lie in (0, 1) (D's mean sign on real "
-                                   f"faces; 0.6 in the paper; 0 turns ADA off), train.ada_kimg {t.ada_kimg} above 0 and "
-                                   f"train.ada_interval {t.ada_interval} at least 1")
+        check_ada(t)  # Recipe checks it when built; again here for a config changed in place
         if not names:
             return self.D_train
         return DiffAugmented(self.D_train, names, self.rng, self.ada_p if t.ada_target else 1.0)
