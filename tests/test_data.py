@@ -318,3 +318,16 @@ def test_a_damaged_cache_file_is_decoded_again(make_dataset, tmp_path):
         again = load_folder(ds.path, 16, tmp_path / "cache", verbose=False)
     assert torch.equal(first.images, again.images)
     assert cache_file.stat().st_size > 100  # written again
+
+
+def test_read_face_says_why_an_image_a_user_named_cannot_be_read(tmp_path):
+    from tagface.data import read_face
+    (tmp_path / "notes.png").write_text("not a picture")
+    with pytest.raises(TagfaceError, match=r"notes.png cannot be read as an image \(cannot identify image file"):
+        read_face(tmp_path / "notes.png", 32)
+    with pytest.raises(TagfaceError, match="is a folder"):
+        read_face(tmp_path, 32)
+    with pytest.raises(TagfaceError, match="does not exist"):
+        read_face(tmp_path / "missing.png", 32)
+    Image.new("RGB", (40, 30), (10, 20, 30)).save(tmp_path / "ok.png")
+    assert read_face(tmp_path / "ok.png", 32).shape == (3, 32, 32)

@@ -37,7 +37,7 @@ from .checkpoint import (atomic_save_tensors, atomic_write_text, load_resume_sta
                          read_metadata, run_file, save_state)
 from .config import (DECAY, NON_NEGATIVE, ONE_OR_MORE, POSITIVE, SEED, ModelConfig, Rule, apply_overrides,
                      build_dataclass, check_numbers, multiple_of, read_json_mapping, within)
-from .data import FaceSet, augment, decode, load_datasets, to_float, to_uint8
+from .data import FaceSet, augment, load_datasets, read_face, to_float, to_uint8
 from .cli import resolve_device
 from .errors import TagfaceError
 from .images import image_grid, save_pil, write_course_samples
@@ -596,17 +596,6 @@ def pipeline_tag_grid(pipe: ColorizePipeline, seed: int = 0, truncation: float |
     return pipe.draw(z, darkness.repeat_interleave(ne), labels)[1]
 
 
-def read_face(path: str | Path, resolution: int) -> torch.Tensor:
-    """An image file -> uint8 [3, R, R], centre-cropped and resized like the training data."""
-    p = Path(path)
-    if not p.is_file():
-        raise TagfaceError(f"image {p} does not exist")
-    arr = decode(p, resolution)
-    if arr is None:
-        raise TagfaceError(f"image {p} cannot be read as an image")
-    return torch.from_numpy(arr)
-
-
 # --------------------------------------------------------------------------- commands
 def _say(msg: str) -> None:
     print(f"tagface: {msg}", file=sys.stderr)
@@ -692,7 +681,7 @@ def cmd_pipeline_colorize(args) -> int:
     if dupes:
         raise TagfaceError(f"several images share the name {dupes[0]!r}; their outputs would overwrite each other")
     pipe = ColorizePipeline.load(args.checkpoint, device=resolve_device(args.device))
-    faces = torch.stack([read_face(p, pipe.resolution) for p in args.images])
+    faces = torch.stack([torch.from_numpy(read_face(p, pipe.resolution)) for p in args.images])
     tags, notes = pipe.complete(request, args.seed)
     for note in notes:
         _say(note)

@@ -166,6 +166,19 @@ def file_digest(data: bytes) -> int:
 def decode(path: Path, resolution: int) -> np.ndarray | None:
     """Image file -> [3, R, R] uint8 (centre-cropped to a square), or None when unreadable."""
     try:
+        return read_face(path, resolution)
+    except TagfaceError:
+        return None
+
+
+def read_face(path: str | Path, resolution: int) -> np.ndarray:
+    """As decode, for one image a user named: a missing, folder or unreadable one is a one-line error that says why."""
+    path = Path(path)
+    if not path.exists():
+        raise TagfaceError(f"image {path} does not exist")
+    if path.is_dir():
+        raise TagfaceError(f"image {path} is a folder")
+    try:
         with Image.open(path) as im:
             im = im.convert("RGB")
             w, h = im.size
@@ -175,8 +188,8 @@ def decode(path: Path, resolution: int) -> np.ndarray | None:
             if s != resolution:
                 im = im.resize((resolution, resolution), Image.Resampling.BICUBIC)
             return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # the bomb: over Pillow's limit
+        raise TagfaceError(f"image {path} cannot be read as an image ({err})") from None
 
 
 def decode_many(paths: list[Path], resolution: int, workers: int | None = None) -> list[tuple[np.ndarray | None, int]]:

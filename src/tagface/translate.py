@@ -488,20 +488,6 @@ class Translator:
         return torch.cat(out)
 
 
-def read_image(path: str | Path, resolution: int) -> torch.Tensor:
-    """One image file -> [3, R, R] uint8 (centre-cropped square); a one-line error when missing or unreadable."""
-    from .data import decode
-    p = Path(path)
-    if not p.exists():
-        raise TagfaceError(f"image {p} does not exist")
-    if p.is_dir():
-        raise TagfaceError(f"image {p} is a folder")
-    array = decode(p, resolution)
-    if array is None:
-        raise TagfaceError(f"image {p} cannot be read as an image")
-    return torch.from_numpy(array)
-
-
 # --------------------------------------------------------------------------- evaluation
 def evaluate_translation(model: Translator, a: torch.Tensor, b: torch.Tensor, tagger: nn.Module, n: int = 1000,
                          seed: int = 0) -> dict:
@@ -653,7 +639,8 @@ def cmd_translate_run(args) -> int:
         if target in targets:
             raise TagfaceError(f"images {targets[target]} and {p} would both be written to {target}; rename one")
         targets[target] = p
-    images = torch.stack([read_image(p, model.resolution) for p in args.images])  # every input checked first
+    from .data import read_face
+    images = torch.stack([torch.from_numpy(read_face(p, model.resolution)) for p in args.images])  # all checked first
     translated = model.translate(images, args.direction)
     for (target, src), img in zip(targets.items(), translated):
         save_pil(Image.fromarray(img.permute(1, 2, 0).numpy()), target)
