@@ -47,11 +47,9 @@ def share(text: str) -> float:
     return value
 
 
-MAX_SEED = 2**63 - 1  # torch's generators take at most a signed 64-bit seed
-
-
 def seed_int(text: str) -> int:
     """argparse type for --seed: an integer every generator in tagface (torch's, numpy's) accepts."""
+    from .config import MAX_SEED
     try:
         value = int(text)
     except ValueError:

@@ -55,6 +55,12 @@ def conv_transpose_4x4_s2(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | 
     return out + bias if bias is not None else out
 
 
+def frozen_batchnorm(h: np.ndarray, weights: dict[str, np.ndarray], name: str) -> np.ndarray:
+    """torch's BatchNorm2d in eval mode (its stored statistics) on channels-last h; `name` is the layer's prefix."""
+    scale = weights[f"{name}.weight"] / np.sqrt(weights[f"{name}.running_var"] + BN_EPS)
+    return h * scale + (weights[f"{name}.bias"] - weights[f"{name}.running_mean"] * scale)
+
+
 def check_shapes(weights: dict[str, np.ndarray], recipe: Recipe, path: Path) -> None:
     """The one-line error FaceGenerator.load gives when a file's weights do not fit its recipe's DCGANGenerator."""
     m, base = recipe.model, recipe.train.resolution // 16
@@ -115,9 +121,7 @@ class NumpyGenerator:
 
     def _norm(self, h: np.ndarray, name: str, cond: np.ndarray | None) -> np.ndarray:
         """BatchNorm with its stored statistics on channels-last h, the tags' gain and bias if any, then ReLU."""
-        w = self.w
-        scale = w[f"{name}.weight"] / np.sqrt(w[f"{name}.running_var"] + BN_EPS)
-        h = h * scale + (w[f"{name}.bias"] - w[f"{name}.running_mean"] * scale)
+        h = frozen_batchnorm(h, self.w, name)
         if cond is not None:  # conditional BatchNorm (DCGANGenerator with g_condition batchnorm)
             gain, bias = np.split(cond[:, None, None, :], 2, axis=3)
             h = h * (1 + gain) + bias

@@ -18,8 +18,8 @@ from safetensors import safe_open
 
 from .checkpoint import read_metadata, resolve_tagger
 from .errors import TagfaceError
+from .numpy_generator import frozen_batchnorm
 
-BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default
 CONVS = 8  # TaggerNet.body: four stages of (stride-2 conv, stride-1 conv), each conv followed by BatchNorm and ReLU
 
 
@@ -45,11 +45,6 @@ class NumpyTagger:
             weights = {k: fh.get_tensor(k).astype(np.float32) for k in fh.keys() if not k.endswith("num_batches_tracked")}
         return cls(weights, int(arch["resolution"]))
 
-    def _norm(self, h: np.ndarray, name: str) -> np.ndarray:
-        w = self.w
-        scale = w[f"{name}.weight"] / np.sqrt(w[f"{name}.running_var"] + BN_EPS)
-        return np.maximum(h * scale + (w[f"{name}.bias"] - w[f"{name}.running_mean"] * scale), 0)
-
     def __call__(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """uint8 [N, 3, R, R] at the tagger's resolution -> [N, 23] logits, 12 hair then 11 eye colours."""
         images = np.asarray(images)
@@ -62,7 +57,8 @@ class NumpyTagger:
     def _logits(self, images: np.ndarray) -> np.ndarray:
         h = images.transpose(0, 2, 3, 1).astype(np.float32) / np.float32(127.5) - np.float32(1)  # as data.to_float
         for i in range(CONVS):  # body.{3i} is a conv, body.{3i+1} its BatchNorm
-            h = self._norm(conv_3x3(h, self.w[f"body.{3 * i}.weight"], 2 if i % 2 == 0 else 1), f"body.{3 * i + 1}")
+            h = conv_3x3(h, self.w[f"body.{3 * i}.weight"], 2 if i % 2 == 0 else 1)
+            h = np.maximum(frozen_batchnorm(h, self.w, f"body.{3 * i + 1}"), 0)
         return h.mean((1, 2)) @ self.w["head.weight"].T + self.w["head.bias"]
 
 
