@@ -75,3 +75,26 @@ def test_strict_tags_command_never_imports_torch(tmp_path):
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert run.stdout.split() == ["0", "False"]
     assert "--strict-tags: the tagger misread" in run.stderr and (tmp_path / "faces.png").exists()
+
+
+def test_tagger_predict_command_never_imports_torch(tmp_path):
+    from PIL import Image
+    tagger = make_tagger(tmp_path / "t.safetensors", width=4, resolution=64)
+    Image.new("RGB", (90, 70), (200, 180, 40)).save(tmp_path / "face.png")
+    script = (f"import sys; from tagface.cli import main; "
+              f"code = main(['tagger', 'predict', {str(tmp_path / 'face.png')!r}, '--json', '--tagger', {str(tagger)!r}]); "
+              f"print(code, 'torch' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    *rows, verdict = run.stdout.splitlines()
+    assert verdict.split() == ["0", "False"] and '"hair_top"' in rows[0]
+
+
+def test_top_colours_are_the_softmax_ranking():
+    from tagface.numpy_tagger import top_colours
+    from tagface.tags import EYE_COLOURS, HAIR_COLOURS, N_HAIR
+    logits = np.random.RandomState(3).randn(4, 23)
+    for row, got in zip(torch.from_numpy(logits), top_colours(logits, k=3)):
+        hair, eyes = row[:N_HAIR].softmax(0).topk(3), row[N_HAIR:].softmax(0).topk(3)
+        assert [c for c, _ in got["hair"]] == [HAIR_COLOURS[i] for i in hair.indices.tolist()]
+        assert [c for c, _ in got["eyes"]] == [EYE_COLOURS[i] for i in eyes.indices.tolist()]
+        assert np.allclose([p for _, p in got["hair"]], hair.values.numpy())

@@ -262,26 +262,25 @@ def cmd_tagger_train(args) -> int:
 
 
 def _read_images(paths: list[str]):
+    """Image files -> uint8 [N, 3, 64, 64] (Pillow's bicubic resize), the size the shipped tagger reads."""
     import numpy as np
-    import torch
     from PIL import Image
     arrays = []
     for p in paths:
         try:
             with Image.open(p) as im:
-                arrays.append(torch.from_numpy(np.asarray(im.convert("RGB").resize((64, 64), Image.Resampling.BICUBIC))
-                                               .transpose(2, 0, 1).copy()))
+                arrays.append(np.asarray(im.convert("RGB").resize((64, 64), Image.Resampling.BICUBIC)).transpose(2, 0, 1))
         except FileNotFoundError:
             raise TagfaceError(f"image {p} does not exist") from None
         except (OSError, Image.DecompressionBombError) as err:  # the bomb: an image over Pillow's pixel limit
             raise TagfaceError(f"image {p} cannot be read ({err})") from None
-    return torch.stack(arrays)
+    return np.stack(arrays)
 
 
 def cmd_tagger_predict(args) -> int:
-    from .tagger import load_tagger, predict_logits, top_colours
-    net = load_tagger(args.tagger)
-    results = top_colours(predict_logits(net, _read_images(args.images)), k=args.top)
+    from .numpy_tagger import load_reader, top_colours  # numpy, no torch, for a tagger that reads 64 px faces
+    read = load_reader(args.tagger, 64)
+    results = top_colours(read(_read_images(args.images)), k=args.top)
     for path, r in zip(args.images, results):
         if args.json:
             print(json.dumps({"path": path, "hair": r["hair"][0][0], "eyes": r["eyes"][0][0],

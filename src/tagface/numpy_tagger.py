@@ -1,4 +1,5 @@
-"""Reading faces with the tagger in numpy alone, so `tagface generate --strict-tags` need not import torch.
+"""Reading faces with the tagger in numpy alone, so `tagface generate --strict-tags` and `tagface tagger predict`
+need not import torch.
 
 With torch's tagger that command took 2.4 s on the 2-core CPU, 2 of them importing torch, and with the shipped
 model nothing else in it needs torch (numpy_generator). The tagger is eight 3 x 3 convolutions with BatchNorm's stored
@@ -19,6 +20,7 @@ from safetensors import safe_open
 from .checkpoint import read_metadata, resolve_tagger
 from .errors import TagfaceError
 from .numpy_generator import frozen_batchnorm
+from .tags import EYE_COLOURS, HAIR_COLOURS, N_HAIR
 
 CONVS = 8  # TaggerNet.body: four stages of (stride-2 conv, stride-1 conv), each conv followed by BatchNorm and ReLU
 
@@ -77,3 +79,16 @@ def load_reader(path: str | Path | None, resolution: int) -> Callable[[np.ndarra
     from .tagger import load_tagger, predict_logits
     net = load_tagger(p)
     return lambda images: predict_logits(net, torch.as_tensor(np.asarray(images))).numpy()
+
+
+def top_colours(logits: np.ndarray, k: int = 3) -> list[dict]:
+    """Per image: the k most likely hair and eye colours with probabilities (all of them, for k past their count)."""
+    out = []
+    for row in np.asarray(logits, np.float64):
+        entry = {}
+        for attr, names, part in (("hair", HAIR_COLOURS, row[:N_HAIR]), ("eyes", EYE_COLOURS, row[N_HAIR:])):
+            p = np.exp(part - part.max())
+            p /= p.sum()
+            entry[attr] = [(names[i], float(p[i])) for i in np.argsort(-p, kind="stable")[:k]]
+        out.append(entry)
+    return out

@@ -169,17 +169,6 @@ def load_tagger(path: str | Path | None = None) -> TaggerNet:
     return net.eval().requires_grad_(False)
 
 
-def top_colours(logits: torch.Tensor, k: int = 3) -> list[dict]:
-    """Per image: the k most likely hair and eye colours with probabilities (all of them, for k past their count)."""
-    out = []
-    for row in logits:
-        ph, pe = row[:N_HAIR].softmax(0), row[N_HAIR:].softmax(0)
-        th, te = ph.topk(min(k, ph.numel())), pe.topk(min(k, pe.numel()))
-        out.append({"hair": [(HAIR_COLOURS[i], p) for p, i in zip(th.values.tolist(), th.indices.tolist())],
-                    "eyes": [(EYE_COLOURS[i], p) for p, i in zip(te.values.tolist(), te.indices.tolist())]})
-    return out
-
-
 def _resolve(given: set[str], probs: torch.Tensor, names: tuple[str, ...], min_conf: float) -> tuple[set[str], str]:
     """One attribute of one row: keep a single given colour, fill a blank, or pick among several."""
     if len(given) == 1:
