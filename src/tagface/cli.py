@@ -252,7 +252,8 @@ def cmd_tagger_train(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     faces = load_datasets(args.data, args.resolution, args.cache_dir)
-    net, report = train_tagger(faces, epochs=args.epochs, width=args.width, seed=args.seed, progress=not args.no_progress)
+    net, report = train_tagger(faces, epochs=args.epochs, width=args.width, seed=args.seed, balance=args.balance,
+                               progress=not args.no_progress)
     report["data"] = args.data
     save_tagger(net, args.out, report)
     h = report["heldout"]
@@ -488,6 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--resolution", type=positive(int, at_most=512), default=64, help="side the faces are read at "
                     "(default 64)")
     tt.add_argument("--seed", type=seed_int, default=0, help="seed of the training and of the held-out split")
+    tt.add_argument("--balance", type=share, default=0.0, help="weight each colour's loss by (1 / its frequency) ** "
+                    "BALANCE, 0..1 (default 0: the data's mix; 1 lets it read gray eyes, 0.26%% of mlds + adl)")
     tt.add_argument("--threads", type=positive(int))
     tt.add_argument("--cache-dir")
     tt.add_argument("--no-progress", action="store_true")

@@ -32,14 +32,14 @@ def check_strength(strength: float) -> float:
     return strength
 
 
-def tag_input_layer(G: nn.Module) -> nn.Linear:
+def tag_input_layer(G: nn.Module, flag: str = "--tag-guidance") -> nn.Linear:
     """G's first layer, which reads [z | one-hot tags]; a clear error for generators that read tags otherwise."""
     layer = getattr(G, "fc", None)
     layer = layer[0] if isinstance(layer, nn.Sequential) else layer
     z_dim = getattr(G, "z_dim", None)
     if not (isinstance(getattr(G, "embed", None), OneHot) and isinstance(layer, nn.Linear)
             and layer.in_features == z_dim + N_TAGS):
-        raise TagfaceError("--tag-guidance: needs a generator that reads one-hot tags beside z at its first layer "
+        raise TagfaceError(f"{flag}: needs a generator that reads one-hot tags beside z at its first layer "
                            "(model.text_encoder onehot, or auto with embed_dim 0); this one embeds its tags first")
     return layer
 

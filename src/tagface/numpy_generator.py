@@ -108,8 +108,7 @@ class NumpyGenerator:
         with safe_open(str(path), framework="numpy") as fh:
             weights = {k: fh.get_tensor(k).astype(np.float32) for k in fh.keys() if not k.endswith("num_batches_tracked")}
         check_shapes(weights, recipe, path)
-        f = json.loads(meta.get("tagface.tag_frequencies", "null"))
-        freq = TagFrequencies(f["hair"], f["eyes"]) if f else TagFrequencies.uniform()
+        freq = TagFrequencies.from_metadata(meta)
         return cls(weights, recipe, freq, int(meta.get("tagface.step", 0)), path)
 
     def noise(self, n: int, seed: int, truncation: float | None = None) -> np.ndarray:

@@ -105,8 +105,7 @@ class FaceGenerator:
             tensors, freq = load_state(p)[0]["G_ema"], TagFrequencies.uniform()
         else:
             tensors = load_tensors(p)
-            f = json.loads(meta.get("tagface.tag_frequencies", "null"))
-            freq = TagFrequencies(f["hair"], f["eyes"]) if f else TagFrequencies.uniform()
+            freq = TagFrequencies.from_metadata(meta)
         G = build_generator(recipe.model, recipe.train.resolution)
         try:
             load_weights(G, tensors)

@@ -103,9 +103,22 @@ def extract_features(net: TaggerNet, images: torch.Tensor, batch_size: int = 256
     return torch.cat([net.features(images[i:i + batch_size]) for i in range(0, images.shape[0], batch_size)])
 
 
+def class_weights(labels: torch.Tensor, classes: int, power: float) -> torch.Tensor | None:
+    """Cross-entropy weights (1 / frequency) ** power, 1 on average over the faces; None for power 0. A colour as
+    rare as adl's 109 gray-eyed faces (0.26% of mlds + adl) is otherwise never predicted: argmax never pays."""
+    if power == 0:
+        return None
+    counts = torch.bincount(labels, minlength=classes).double().clamp(min=1)
+    w = counts.reciprocal() ** power
+    return (w / (w[labels].mean())).float()
+
+
 def train_tagger(faces: FaceSet, epochs: int = 6, batch_size: int = 128, lr: float = 2e-3, width: int = 32,
-                 seed: int = 0, heldout: float = 0.1, progress: bool = True) -> tuple[TaggerNet, dict]:
-    """Train on the faces outside the held-out split; report accuracy on the held-out split."""
+                 seed: int = 0, heldout: float = 0.1, progress: bool = True,
+                 balance: float = 0.0) -> tuple[TaggerNet, dict]:
+    """Train on the faces outside the held-out split; report accuracy on the held-out split. `balance` p weights
+    each colour's loss by (1 / its frequency) ** p: 0 fits the data's own mix, 1 makes gray eyes readable at a
+    cost in overall accuracy (docs/ablations.md, "Gray eyes after training")."""
     from tqdm import tqdm
 
     torch.manual_seed(seed)
@@ -116,7 +129,11 @@ def train_tagger(faces: FaceSet, epochs: int = 6, batch_size: int = 128, lr: flo
         raise TagfaceError(f"too few faces to train a tagger ({len(train_idx)} train, {len(val_idx)} held out; it "
                            f"needs at least {batch_size} to train on and 1 held out, about {batch_size * 10 // 9 + 1} "
                            "usable faces)")
+    if not 0 <= balance <= 1:
+        raise TagfaceError(f"--balance {balance}: must be in 0..1 (0: the data's own mix; 1: every colour alike)")
     net = TaggerNet(width, faces.resolution if faces.resolution <= 64 else 64)
+    w_hair = class_weights(faces.hair[train_idx], N_HAIR, balance)
+    w_eyes = class_weights(faces.eyes[train_idx], len(EYE_COLOURS), balance)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * (len(train_idx) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
@@ -129,8 +146,8 @@ def train_tagger(faces: FaceSet, epochs: int = 6, batch_size: int = 128, lr: flo
             net.train()
             x = shift_augment(net.prepare(faces.images[idx]), rng)
             logits = net(x)
-            loss = F.cross_entropy(logits[:, :N_HAIR], faces.hair[idx]) + \
-                F.cross_entropy(logits[:, N_HAIR:], faces.eyes[idx])
+            loss = F.cross_entropy(logits[:, :N_HAIR], faces.hair[idx], weight=w_hair) + \
+                F.cross_entropy(logits[:, N_HAIR:], faces.eyes[idx], weight=w_eyes)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -139,7 +156,7 @@ def train_tagger(faces: FaceSet, epochs: int = 6, batch_size: int = 128, lr: flo
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     bar.close()
     logits = predict_logits(net, faces.images[val_idx])
-    report = {"train_faces": len(train_idx), "heldout_faces": len(val_idx), "epochs": epochs,
+    report = {"train_faces": len(train_idx), "heldout_faces": len(val_idx), "epochs": epochs, "balance": balance,
               "seconds": round(time.perf_counter() - t0, 1),
               "heldout": per_colour_accuracy(logits, faces.hair[val_idx], faces.eyes[val_idx])}
     return net.eval(), report

@@ -6,6 +6,7 @@ the CLI, the data readers and the studio agree on spelling, synonyms and error m
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +148,12 @@ class TagFrequencies:
 
     hair: list[float]
     eyes: list[float]
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str]) -> "TagFrequencies":
+        """From a generator file's metadata; uniform when it has none (a full training checkpoint)."""
+        f = json.loads(meta.get("tagface.tag_frequencies", "null"))
+        return cls(f["hair"], f["eyes"]) if f else cls.uniform()
 
     @classmethod
     def uniform(cls) -> "TagFrequencies":
