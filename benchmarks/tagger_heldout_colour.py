@@ -18,6 +18,16 @@ from tagface.tagger import heldout_mask, load_tagger, predict_logits
 from tagface.tags import EYE_COLOURS, HAIR_COLOURS, N_HAIR, parse_tags
 
 
+def heldout_reading(tagger, faces, seed: int, kind: str, colour: int) -> dict:
+    """On the held-out split of `seed`: faces of the colour, how many the tagger found, others it read as it."""
+    val = heldout_mask(faces.digest, 0.1, seed)
+    logits = predict_logits(tagger, faces.images[val])
+    read = (logits[:, :N_HAIR] if kind == "hair" else logits[:, N_HAIR:]).argmax(1) == colour
+    truth = (faces.hair if kind == "hair" else faces.eyes)[val] == colour
+    return {"heldout": int(val.sum()), "of_tag": int(truth.sum()), "found": int((read & truth).sum()),
+            "others_read_as_tag": int((read & ~truth).sum())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("tagger")
@@ -28,12 +38,8 @@ def main() -> None:
     tags = parse_tags(args.tag)
     kind, colour = ("hair", HAIR_COLOURS.index(tags.hair)) if tags.hair else ("eyes", EYE_COLOURS.index(tags.eyes))
     faces = load_datasets(args.data or ["../shared/data/mlds2018-extra", "../shared/data/adl2017-faces"], 64, None)
-    val = heldout_mask(faces.digest, 0.1, args.seed)
-    logits = predict_logits(load_tagger(args.tagger), faces.images[val])
-    read = (logits[:, :N_HAIR] if kind == "hair" else logits[:, N_HAIR:]).argmax(1) == colour
-    truth = (faces.hair if kind == "hair" else faces.eyes)[val] == colour
-    print(json.dumps({"tagger": args.tagger, "tag": args.tag, "heldout": int(val.sum()), "of_tag": int(truth.sum()),
-                      "found": int((read & truth).sum()), "others_read_as_tag": int((read & ~truth).sum())}))
+    print(json.dumps({"tagger": args.tagger, "tag": args.tag,
+                      **heldout_reading(load_tagger(args.tagger), faces, args.seed, kind, colour)}))
 
 
 if __name__ == "__main__":

@@ -46,8 +46,9 @@ from tagface.images import image_grid, save_pil
 from tagface.losses import GANObjective, Labels
 from tagface.models import build_discriminator
 from tagface.sampling import FaceGenerator
-from tagface.tagger import heldout_mask, load_tagger, predict_logits
+from tagface.tagger import load_tagger, predict_logits
 from tagface.tags import EYE_COLOURS, HAIR_COLOURS, N_HAIR, TagFrequencies, parse_tags
+from tagger_heldout_colour import heldout_reading  # beside this script
 
 
 @dataclass
@@ -226,11 +227,7 @@ def main() -> None:
     real = faces.images[of_tag]
     report = {"settings": asdict(settings), "teacher": args.teacher, "judge": args.judge,
               "real_faces_of_tag": int(of_tag.sum())}
-    val = heldout_mask(faces.digest, 0.1, args.judge_seed)
-    pred = predict_logits(judge, faces.images[val])
-    pred = (pred[:, :N_HAIR] if kind == "hair" else pred[:, N_HAIR:]).argmax(1) == colour
-    report["judge_heldout"] = {"of_tag": int(of_tag[val].sum()), "found": int((pred & of_tag[val]).sum()),
-                               "false_alarms": int((pred & ~of_tag[val]).sum()), "heldout": int(val.sum())}
+    report["judge_heldout"] = heldout_reading(judge, faces, args.judge_seed, kind, colour)
     others = len(EYE_COLOURS) if kind == "hair" else len(HAIR_COLOURS)
     other = torch.arange(others).repeat_interleave(args.per_colour)
     z = torch.randn(other.numel(), gen.z_dim, generator=torch.Generator().manual_seed(settings.seed + 3))
