@@ -20,6 +20,8 @@ and a picture: 8 faces per hair colour before, then the same 8 after, two per ro
 
     python benchmarks/teach_column.py --teacher T.safetensors --judge J.safetensors --judge-seed 2 --out runs/teach/X \
         [--free 0.6] [--matching 0.2] [--adversarial 0.5] [--steps 300] [--tag "gray eyes"]
+    python benchmarks/teach_column.py --judge J.safetensors --judge-seed 2 --checkpoint G.safetensors --grade-only \
+        --out runs/gray/X             # grade G's gray eyes as they are, e.g. a model trained on gray-eyed faces
 
 Results: docs/ablations.md, "Gray eyes after training". Not shipped: no setting was both read as gray and clean.
 """
@@ -199,9 +201,15 @@ def grade(G: nn.Module, judge: nn.Module, kind: str, colour: int, z: torch.Tenso
             "images": images}
 
 
+def _write(out: str, report: dict, picture) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    save_pil(picture, f"{out}.png")  # not with_suffix: "free0.6" is a name
+    Path(f"{out}.json").write_text(json.dumps(report, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--teacher", required=True, help="a tagger that reads the colour (tagger train --balance 1)")
+    ap.add_argument("--teacher", help="a tagger that reads the colour (tagger train --balance 1)")
     ap.add_argument("--judge", required=True, help="a second such tagger, another seed: it grades")
     ap.add_argument("--judge-seed", type=int, required=True, help="the seed the judge was trained with (its split)")
     ap.add_argument("--out", required=True, help="prefix: OUT.json, OUT.png")
@@ -210,10 +218,14 @@ def main() -> None:
     ap.add_argument("--real", default="../shared/data/mlds2018-extra", help="real faces for the realism distance")
     ap.add_argument("--checkpoint", help="generator file (default: the shipped model, with its D beside it)")
     ap.add_argument("--no-discriminator", action="store_true")
+    ap.add_argument("--grade-only", action="store_true",
+                    help="grade the generator's column as it is, e.g. a model trained on faces with the tag")
     ap.add_argument("--per-colour", type=int, default=32)
     for name, value in asdict(TeachSettings()).items():
         ap.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     args = ap.parse_args()
+    if not args.grade_only and not args.teacher:
+        ap.error("--teacher is required, except with --grade-only")
     torch.set_num_threads(2)
     data = args.data or ["../shared/data/mlds2018-extra", "../shared/data/adl2017-faces"]
     settings = TeachSettings(**{k: getattr(args, k) for k in asdict(TeachSettings())})
@@ -221,7 +233,7 @@ def main() -> None:
     gen = FaceGenerator.load(args.checkpoint)
     d_file = discriminator_path(gen.source)
     D = None if args.no_discriminator or not d_file.is_file() else load_discriminator(d_file, gen.recipe)
-    teacher, judge = load_tagger(args.teacher), load_tagger(args.judge)
+    judge = load_tagger(args.judge)
     faces = load_datasets(data, gen.resolution, None)
     of_tag = (faces.hair if kind == "hair" else faces.eyes) == colour
     real = faces.images[of_tag]
@@ -240,16 +252,20 @@ def main() -> None:
         ordinary_faces = to_uint8(gen.G(z, ordinary.onehot))
     report["swd_ordinary_faces"] = {k: round(v, 1) for k, v in sliced_wasserstein(ordinary_faces, mlds).items()}
     before = grade(gen.G, judge, kind, colour, z, other, mlds)
+    if args.grade_only:
+        images = before.pop("images").view(others, args.per_colour, 3, gen.resolution, gen.resolution)[:, :16]
+        _write(args.out, report | {"before": before}, image_grid(images.flatten(0, 1), 16))
+        print(json.dumps({k: report[k] for k in ("judge_heldout", "swd_ordinary_faces")} | {"graded": before}))
+        return
     t0 = time.perf_counter()
+    teacher = load_tagger(args.teacher)
     report["taught"] = teach_tag(gen.G, args.tag, teacher, D, gen.freq, settings, progress=True, real=real)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     after = grade(gen.G, judge, kind, colour, z, other, mlds)
     shape = (others, args.per_colour, 3, gen.resolution, gen.resolution)  # the faces come colour by colour
     rows = torch.cat([before.pop("images").view(shape)[:, :8], after.pop("images").view(shape)[:, :8]], 1)
     report["before"], report["after"] = before, after
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    save_pil(image_grid(rows.flatten(0, 1), 16), f"{args.out}.png")  # not with_suffix: "free0.6" is a name
-    Path(f"{args.out}.json").write_text(json.dumps(report, indent=1))
+    _write(args.out, report, image_grid(rows.flatten(0, 1), 16))
     print(json.dumps({k: report[k] for k in ("judge_heldout", "swd_ordinary_faces", "before", "after")}
                      | {"blend": report["taught"]["blend"], "teacher_after": report["taught"]["read_after"]}))
 
