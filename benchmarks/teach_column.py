@@ -232,7 +232,8 @@ def main() -> None:
     kind, colour = parse_one_tag(args.tag)
     gen = FaceGenerator.load(args.checkpoint)
     d_file = discriminator_path(gen.source)
-    D = None if args.no_discriminator or not d_file.is_file() else load_discriminator(d_file, gen.recipe)
+    teaching_d = not (args.grade_only or args.no_discriminator) and d_file.is_file()
+    D = load_discriminator(d_file, gen.recipe) if teaching_d else None
     judge = load_tagger(args.judge)
     faces = load_datasets(data, gen.resolution, None)
     of_tag = (faces.hair if kind == "hair" else faces.eyes) == colour
